@@ -1,0 +1,483 @@
+"""HyParView membership (Leitao, Pereira, Rodrigues, DSN'07) as a sans-IO state machine.
+
+Each node keeps a small symmetric *active view* (the links broadcast uses) and a
+larger *passive view* (a reserve of known nodes, refreshed by SHUFFLE random
+walks). A failed active peer is replaced at once from the passive view.
+
+Beyond the paper, from what Partisan and iroh-gossip learned in production:
+- links are tagged with the peer's incarnation, so a DISCONNECT sent before a
+  restart cannot tear down the link the restarted node made afterwards;
+- a NEIGHBOR request that gets no answer within ``neighbor_timeout`` counts as
+  a rejection;
+- while the active view is below ``active_min``, a timer keeps promoting;
+- like Serf's reconnect, peers lost to a failure are retried now and then, so
+  two halves of a healed partition find each other again.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from protocols.events import (
+    CloseLink,
+    JoinVia,
+    NeighborDown,
+    NeighborUp,
+    Peer,
+    PeerFailed,
+    Receive,
+    Send,
+    SetTimer,
+    TimerFired,
+)
+
+# --- messages ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """A new node asks its contact to take it into the overlay."""
+
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardJoin:
+    """Random walk that spreads a joiner into active and passive views."""
+
+    joiner: Peer
+    incarnation: int
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbor:
+    """Ask to become an active peer; high priority only when the asker has none."""
+
+    incarnation: int
+    high_priority: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NeighborReply:
+    incarnation: int
+    accepted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """The sender dropped the link; ``alive`` says whether it stays reachable (keep it
+    in the passive view) or is leaving for good."""
+
+    incarnation: int
+    alive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Shuffle:
+    """Random walk carrying a sample of the origin's views, to refresh passive views."""
+
+    origin: Peer
+    ttl: int
+    nodes: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class ShuffleReply:
+    nodes: tuple
+
+
+MESSAGES = (Join, ForwardJoin, Neighbor, NeighborReply, Disconnect, Shuffle, ShuffleReply)
+
+
+# --- timers --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ShuffleTick:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteTick:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectTick:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NeighborTimeout:
+    peer: Peer
+    attempt: int
+
+
+TIMERS = (ShuffleTick, PromoteTick, ReconnectTick, NeighborTimeout)
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Config:
+    """Defaults from DESIGN.md section 2 (the paper, Partisan and iroh-gossip)."""
+
+    active_size: int = 5
+    active_min: int = 3
+    passive_size: int = 30
+    arwl: int = 6  # active random walk length (FORWARD_JOIN ttl)
+    prwl: int = 3  # passive random walk length: at this ttl the joiner enters the passive view
+    shuffle_interval: float = 10.0
+    shuffle_active: int = 3
+    shuffle_passive: int = 4
+    shuffle_ttl: int = 6
+    neighbor_timeout: float = 0.5
+    promote_interval: float = 5.0
+    reconnect_interval: float = 10.0
+    reconnect_size: int = 16  # how many failed peers to remember for reconnection
+    reconnect_timeout: float = 3600.0  # forget a failed peer after this long
+
+
+@dataclass(slots=True)
+class _Pending:
+    """An outstanding NEIGHBOR request."""
+
+    attempt: int
+    high_priority: bool
+    reconnect: bool
+
+
+@dataclass(slots=True)
+class HyParView:
+    """One node's membership state. Drive it with :meth:`handle`."""
+
+    me: Peer
+    rng: random.Random
+    incarnation: int = 0
+    config: Config = field(default_factory=Config)
+    # peer -> the incarnation it had when the link was made
+    active_view: dict = field(default_factory=dict)
+    passive_view: list = field(default_factory=list)
+    _passive_set: set = field(default_factory=set)
+    _pending: dict = field(default_factory=dict)  # peer -> _Pending
+    _attempts: int = 0
+    # peers lost to failure, oldest first: peer -> time of failure (Serf's "failed members")
+    failed: dict = field(default_factory=dict)
+    _tried: set = field(default_factory=set)  # rejected us since we last gained a link
+    _last_shuffle: tuple = ()  # what our last SHUFFLE carried, dropped first on its reply
+    _started: bool = False
+    _promote_armed: bool = False
+
+    # -- entry point ----------------------------------------------------------------------
+
+    def handle(self, now: float, event: object) -> list:
+        """Apply one event; return the effects the host must carry out."""
+        out: list = []
+        if not self._started:
+            self._started = True
+            c = self.config
+            # Spread the first shuffles so nodes started together do not shuffle in lockstep.
+            out.append(SetTimer(c.shuffle_interval * (0.5 + self.rng.random()), ShuffleTick()))
+            out.append(SetTimer(c.reconnect_interval * (0.5 + self.rng.random()), ReconnectTick()))
+        kind = type(event)
+        if kind is Receive:
+            handler = _DISPATCH.get(type(event.message))
+            if handler is not None:
+                handler(self, now, event.peer, event.message, out)
+        elif kind is TimerFired:
+            self._on_timer(now, event.timer, out)
+        elif kind is PeerFailed:
+            self._on_peer_failed(now, event.peer, out)
+        elif kind is JoinVia:
+            self._join(event.contact, out)
+        return out
+
+    # -- views ----------------------------------------------------------------------------
+
+    def is_active(self, peer: Peer) -> bool:
+        return peer in self.active_view
+
+    def _add_passive(self, peer: Peer, prefer_drop: tuple = ()) -> None:
+        if peer == self.me or peer in self.active_view or peer in self._passive_set:
+            return
+        if len(self.passive_view) >= self.config.passive_size:
+            # Paper, SHUFFLE: drop first what we just sent away, so the sample is an exchange.
+            victim = None
+            for candidate in prefer_drop:
+                if candidate in self._passive_set:
+                    victim = candidate
+                    break
+            if victim is None:
+                victim = self.passive_view[self.rng.randrange(len(self.passive_view))]
+            self._remove_passive(victim)
+        self.passive_view.append(peer)
+        self._passive_set.add(peer)
+
+    def _remove_passive(self, peer: Peer) -> None:
+        if peer in self._passive_set:
+            self._passive_set.discard(peer)
+            self.passive_view.remove(peer)
+
+    def _add_active(self, peer: Peer, incarnation: int, out: list) -> None:
+        if peer == self.me:
+            return
+        if peer in self.active_view:
+            if incarnation > self.active_view[peer]:
+                # The peer restarted: its old link is gone, this is a new one.
+                self.active_view[peer] = incarnation
+                out.append(NeighborDown(peer))
+                out.append(NeighborUp(peer))
+            return
+        if len(self.active_view) >= self.config.active_size:
+            self._drop_random_active(out)
+        self._remove_passive(peer)
+        self._pending.pop(peer, None)
+        self.failed.pop(peer, None)
+        self._tried.clear()
+        self.active_view[peer] = incarnation
+        out.append(NeighborUp(peer))
+
+    def _drop_random_active(self, out: list) -> None:
+        peers = list(self.active_view)
+        victim = peers[self.rng.randrange(len(peers))]
+        del self.active_view[victim]
+        out.append(Send(victim, Disconnect(self.incarnation, True)))
+        out.append(NeighborDown(victim))
+        out.append(CloseLink(victim))
+        self._add_passive(victim)
+
+    def _remove_active(self, peer: Peer, out: list) -> bool:
+        if peer not in self.active_view:
+            return False
+        del self.active_view[peer]
+        out.append(NeighborDown(peer))
+        return True
+
+    # -- join -----------------------------------------------------------------------------
+
+    def _join(self, contact: Peer, out: list) -> None:
+        if contact == self.me:
+            return
+        self._attempts += 1
+        self._pending[contact] = _Pending(self._attempts, True, False)
+        out.append(Send(contact, Join(self.incarnation)))
+        out.append(SetTimer(self.config.neighbor_timeout, NeighborTimeout(contact, self._attempts)))
+
+    def _on_join(self, now: float, peer: Peer, msg: Join, out: list) -> None:
+        self._add_active(peer, msg.incarnation, out)
+        # Answer so the joiner has the contact in its active view too (the paper leaves
+        # this to TCP; an accepted NEIGHBOR_REPLY makes the link symmetric explicitly).
+        out.append(Send(peer, NeighborReply(self.incarnation, True)))
+        for other in self.active_view:
+            if other != peer:
+                out.append(Send(other, ForwardJoin(peer, msg.incarnation, self.config.arwl)))
+
+    def _on_forward_join(self, now: float, peer: Peer, msg: ForwardJoin, out: list) -> None:
+        joiner = msg.joiner
+        if joiner == self.me:
+            return
+        if msg.ttl == 0 or len(self.active_view) <= 1:
+            if joiner not in self.active_view:
+                self._add_active(joiner, msg.incarnation, out)
+                out.append(Send(joiner, Neighbor(self.incarnation, True)))
+            return
+        if msg.ttl == self.config.prwl:
+            self._add_passive(joiner)
+        candidates = [p for p in self.active_view if p != peer and p != joiner]
+        if not candidates:
+            if joiner not in self.active_view:
+                self._add_active(joiner, msg.incarnation, out)
+                out.append(Send(joiner, Neighbor(self.incarnation, True)))
+            return
+        nxt = candidates[self.rng.randrange(len(candidates))]
+        out.append(Send(nxt, ForwardJoin(joiner, msg.incarnation, msg.ttl - 1)))
+
+    # -- neighbor -------------------------------------------------------------------------
+
+    def _on_neighbor(self, now: float, peer: Peer, msg: Neighbor, out: list) -> None:
+        if peer in self.active_view:
+            self._add_active(peer, msg.incarnation, out)  # refreshes the incarnation
+            out.append(Send(peer, NeighborReply(self.incarnation, True)))
+            return
+        accept = msg.high_priority or len(self.active_view) < self.config.active_size
+        if accept:
+            self._add_active(peer, msg.incarnation, out)
+        else:
+            self._add_passive(peer)
+        out.append(Send(peer, NeighborReply(self.incarnation, accept)))
+
+    def _on_neighbor_reply(self, now: float, peer: Peer, msg: NeighborReply, out: list) -> None:
+        pending = self._pending.pop(peer, None)
+        if msg.accepted:
+            if pending is None:
+                if peer not in self.active_view:
+                    # We gave up on this request (timeout) or dropped the link since:
+                    # tell the peer, or it would keep a one-sided link.
+                    out.append(Send(peer, Disconnect(self.incarnation, True)))
+                return
+            self._add_active(peer, msg.incarnation, out)
+            if pending is not None and pending.reconnect:
+                # The peer is back: others lost at the same time probably are too. Let the
+                # normal machinery pick them up from the passive view instead of forcing more.
+                for lost in list(self.failed):
+                    self._add_passive(lost)
+                self.failed.clear()
+            return
+        if pending is None:
+            return
+        # Rejected: keep it as a passive candidate and try another one, each once.
+        self._tried.add(peer)
+        self._add_passive(peer)
+        self._fill_active(now, out)
+
+    def _request_neighbor(self, peer: Peer, out: list, *, reconnect: bool = False) -> None:
+        high = reconnect or not self.active_view
+        self._attempts += 1
+        self._pending[peer] = _Pending(self._attempts, high, reconnect)
+        out.append(Send(peer, Neighbor(self.incarnation, high)))
+        out.append(SetTimer(self.config.neighbor_timeout, NeighborTimeout(peer, self._attempts)))
+
+    def _fill_active(self, now: float, out: list, exclude: set = frozenset()) -> None:
+        """Promote passive peers until the active view plus outstanding requests is full."""
+        wanted = self.config.active_size - len(self.active_view) - self._ordinary_pending()
+        if wanted <= 0:
+            return
+        # Who refused a low-priority request may not refuse a high-priority one.
+        tried = self._tried if self.active_view else ()
+        candidates = [
+            p
+            for p in self.passive_view
+            if p not in self._pending and p not in exclude and p not in tried
+        ]
+        self.rng.shuffle(candidates)
+        for peer in candidates[:wanted]:
+            self._request_neighbor(peer, out)
+        self._arm_promote(out)
+
+    def _ordinary_pending(self) -> int:
+        return sum(1 for p in self._pending.values() if not p.reconnect)
+
+    def _arm_promote(self, out: list) -> None:
+        if not self._promote_armed and len(self.active_view) < self.config.active_min:
+            self._promote_armed = True
+            out.append(SetTimer(self.config.promote_interval, PromoteTick()))
+
+    # -- disconnect and failure -----------------------------------------------------------
+
+    def _on_disconnect(self, now: float, peer: Peer, msg: Disconnect, out: list) -> None:
+        known = self.active_view.get(peer)
+        if known is None or msg.incarnation < known:
+            return  # a late DISCONNECT from before the peer restarted: not about this link
+        self._remove_active(peer, out)
+        out.append(CloseLink(peer))
+        if msg.alive:
+            self._add_passive(peer)
+        else:
+            self._remove_passive(peer)
+        # A peer that let go of us is not a failure: refill only below the minimum (the
+        # paper does not refill here at all; an emptied view must not stay empty).
+        if len(self.active_view) < self.config.active_min:
+            self._fill_active(now, out, exclude={peer})
+
+    def _on_peer_failed(self, now: float, peer: Peer, out: list) -> None:
+        was_active = self._remove_active(peer, out)
+        pending = self._pending.pop(peer, None)
+        self._remove_passive(peer)
+        if was_active or (pending is not None and pending.reconnect):
+            self._remember_failed(now, peer)
+        if was_active or pending is not None:
+            self._fill_active(now, out)
+
+    def _remember_failed(self, now: float, peer: Peer) -> None:
+        self.failed.pop(peer, None)
+        self.failed[peer] = now
+        while len(self.failed) > self.config.reconnect_size:
+            del self.failed[next(iter(self.failed))]
+
+    # -- shuffle --------------------------------------------------------------------------
+
+    def _sample(self, seq, k: int) -> list:
+        seq = list(seq)
+        return seq if len(seq) <= k else self.rng.sample(seq, k)
+
+    def _shuffle(self, out: list) -> None:
+        if not self.active_view:
+            return
+        c = self.config
+        nodes = (
+            [self.me]
+            + self._sample(self.active_view, c.shuffle_active)
+            + self._sample(self.passive_view, c.shuffle_passive)
+        )
+        peers = list(self.active_view)
+        target = peers[self.rng.randrange(len(peers))]
+        out.append(Send(target, Shuffle(self.me, c.shuffle_ttl, tuple(nodes))))
+        self._last_shuffle = tuple(nodes)
+
+    def _on_shuffle(self, now: float, peer: Peer, msg: Shuffle, out: list) -> None:
+        if msg.origin == self.me:
+            return
+        ttl = msg.ttl - 1
+        if ttl > 0 and len(self.active_view) > 1:
+            candidates = [p for p in self.active_view if p != peer and p != msg.origin]
+            if candidates:
+                nxt = candidates[self.rng.randrange(len(candidates))]
+                out.append(Send(nxt, Shuffle(msg.origin, ttl, msg.nodes)))
+                return
+        reply = tuple(self._sample(self.passive_view, len(msg.nodes)))
+        # The reply goes over a temporary connection, as the paper describes.
+        out.append(Send(msg.origin, ShuffleReply(reply)))
+        for node in msg.nodes:
+            self._add_passive(node, prefer_drop=reply)
+
+    def _on_shuffle_reply(self, now: float, peer: Peer, msg: ShuffleReply, out: list) -> None:
+        for node in msg.nodes:
+            self._add_passive(node, prefer_drop=self._last_shuffle)
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def _on_timer(self, now: float, timer: object, out: list) -> None:
+        kind = type(timer)
+        c = self.config
+        if kind is ShuffleTick:
+            self._shuffle(out)
+            out.append(SetTimer(c.shuffle_interval, timer))
+        elif kind is NeighborTimeout:
+            pending = self._pending.get(timer.peer)
+            if pending is not None and pending.attempt == timer.attempt:
+                # No answer in time: as good as a rejection from a dead node.
+                self._on_peer_failed(now, timer.peer, out)
+        elif kind is PromoteTick:
+            self._promote_armed = False
+            if len(self.active_view) < c.active_min:
+                self._tried.clear()  # a while has passed: those who refused may have room
+                self._fill_active(now, out)
+                self._arm_promote(out)
+        elif kind is ReconnectTick:
+            self._reconnect(now, out)
+            out.append(SetTimer(c.reconnect_interval, timer))
+
+    def _reconnect(self, now: float, out: list) -> None:
+        """Serf-style: retry one peer that failed, in case the failure was a partition."""
+        horizon = now - self.config.reconnect_timeout
+        for peer, since in list(self.failed.items()):
+            if since < horizon or peer in self.active_view:
+                del self.failed[peer]
+        candidates = [p for p in self.failed if p not in self._pending]
+        if candidates:
+            peer = candidates[self.rng.randrange(len(candidates))]
+            self._request_neighbor(peer, out, reconnect=True)
+
+
+_DISPATCH = {
+    Join: HyParView._on_join,
+    ForwardJoin: HyParView._on_forward_join,
+    Neighbor: HyParView._on_neighbor,
+    NeighborReply: HyParView._on_neighbor_reply,
+    Disconnect: HyParView._on_disconnect,
+    Shuffle: HyParView._on_shuffle,
+    ShuffleReply: HyParView._on_shuffle_reply,
+}

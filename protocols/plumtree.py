@@ -1,0 +1,333 @@
+"""Plumtree epidemic broadcast trees (Leitao, Pereira, Rodrigues, SRDS'07), sans-IO.
+
+Every link of the overlay starts *eager* (payloads are pushed along it). A node
+that receives a payload twice PRUNEs the second sender's link to *lazy*, where
+only ids travel, batched, in IHAVE. The eager links left form a spanning tree.
+When an announced id does not arrive in time, the node GRAFTs the announcer:
+the payload comes now and the link joins the tree again, which repairs it.
+A periodic anti-entropy IHAVE of recent ids to one random neighbour repairs
+whatever both paths missed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from protocols.events import (
+    Broadcast,
+    Deliver,
+    NeighborDown,
+    NeighborUp,
+    Peer,
+    Receive,
+    Send,
+    SetTimer,
+    TimerFired,
+)
+
+# --- messages ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Gossip:
+    """The payload itself, pushed along the tree; ``round`` counts hops from the origin."""
+
+    id: bytes
+    round: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IHave:
+    """Lazy push: a batch of ``(id, round)`` announcements."""
+
+    entries: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class Graft:
+    """Make the link eager again and, if ``id`` is given, send that message."""
+
+    id: bytes | None
+    round: int
+
+
+@dataclass(frozen=True, slots=True)
+class Prune:
+    """Make the link lazy: the receiver got this message twice."""
+
+
+MESSAGES = (Gossip, IHave, Graft, Prune)
+
+
+def _expire(cache: OrderedDict, limit: int, horizon: float) -> None:
+    """Drop from the oldest end (caches are in arrival order) what is too old or too many."""
+    while cache and (len(cache) > limit or next(iter(cache.values()))[0] < horizon):
+        cache.popitem(last=False)
+
+
+# --- timers --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GraftTimeout:
+    """A message announced by IHAVE has not arrived: time to GRAFT."""
+
+    id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FlushIHave:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AntiEntropyTick:
+    pass
+
+
+TIMERS = (GraftTimeout, FlushIHave, AntiEntropyTick)
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Config:
+    """Defaults from DESIGN.md section 2."""
+
+    graft_timeout: float = 0.080  # first wait for a missing message after its IHAVE
+    graft_retry: float = 0.040  # then between GRAFTs to further announcers
+    ihave_delay: float = 0.020  # lazy push batching window
+    optimization_threshold: int = 3  # hops saved before we swap a tree link for a lazy one
+    payload_ttl: float = 30.0  # keep payloads this long, to answer GRAFTs
+    payload_max: int = 10_000
+    seen_ttl: float = 90.0  # remember delivered ids this long, to drop duplicates
+    seen_max: int = 100_000
+    missing_max: int = 10_000  # announced-but-missing ids tracked at once
+    announcers_max: int = 8  # IHAVE senders kept per missing id
+    ihave_max: int = 4096  # entries per IHAVE frame (the wire's bound)
+    anti_entropy_interval: float = 10.0
+    anti_entropy_max: int = 256  # most recent ids announced per anti-entropy exchange
+
+
+@dataclass(slots=True)
+class Plumtree:
+    """One node's broadcast tree. Drive it with :meth:`handle`; feed it HyParView's
+    ``NeighborUp``/``NeighborDown`` effects as events."""
+
+    me: Peer
+    rng: random.Random
+    config: Config = field(default_factory=Config)
+    # dicts used as ordered sets, so iteration (and thus a simulation) is reproducible
+    eager_peers: dict = field(default_factory=dict)
+    lazy_peers: dict = field(default_factory=dict)
+    received: OrderedDict = field(default_factory=OrderedDict)  # id -> (time, round)
+    payloads: OrderedDict = field(default_factory=OrderedDict)  # id -> (time, round, payload)
+    missing: dict = field(default_factory=dict)  # id -> [(announcer, round), ...]
+    _graft_armed: set = field(default_factory=set)
+    _lazy_queue: dict = field(default_factory=dict)  # peer -> [(id, round), ...]
+    _flush_armed: bool = False
+    _started: bool = False
+
+    def handle(self, now: float, event: object) -> list:
+        """Apply one event; return the effects the host must carry out."""
+        out: list = []
+        if not self._started:
+            self._started = True
+            interval = self.config.anti_entropy_interval
+            out.append(SetTimer(interval * (0.5 + self.rng.random()), AntiEntropyTick()))
+        kind = type(event)
+        if kind is Receive:
+            msg = event.message
+            mkind = type(msg)
+            if mkind is Gossip:
+                self._on_gossip(now, event.peer, msg, out)
+            elif mkind is IHave:
+                self._on_ihave(now, event.peer, msg, out)
+            elif mkind is Graft:
+                self._on_graft(now, event.peer, msg, out)
+            elif mkind is Prune:
+                self._on_prune(event.peer)
+        elif kind is TimerFired:
+            self._on_timer(now, event.timer, out)
+        elif kind is Broadcast:
+            self._broadcast(now, event.id, event.payload, out)
+        elif kind is NeighborUp:
+            self.lazy_peers.pop(event.peer, None)
+            self.eager_peers[event.peer] = None  # every new link starts eager (paper)
+            # A new link is often a repair: tell the peer what went by recently, so it can
+            # GRAFT what it missed while it had no links (what the paper leaves to chance).
+            recent = self._recent(now)
+            if recent:
+                self._lazy_queue.setdefault(event.peer, []).extend(recent)
+                self._arm_flush(out)
+        elif kind is NeighborDown:
+            self.eager_peers.pop(event.peer, None)
+            self.lazy_peers.pop(event.peer, None)
+            self._lazy_queue.pop(event.peer, None)
+        return out
+
+    # -- peer sets ------------------------------------------------------------------------
+
+    def is_neighbor(self, peer: Peer) -> bool:
+        return peer in self.eager_peers or peer in self.lazy_peers
+
+    def _make_eager(self, peer: Peer) -> None:
+        if self.is_neighbor(peer):
+            self.lazy_peers.pop(peer, None)
+            self.eager_peers[peer] = None
+
+    def _make_lazy(self, peer: Peer) -> None:
+        if self.is_neighbor(peer):
+            self.eager_peers.pop(peer, None)
+            self.lazy_peers[peer] = None
+
+    # -- broadcast ------------------------------------------------------------------------
+
+    def _broadcast(self, now: float, mid: bytes, payload: bytes, out: list) -> None:
+        if mid in self.received:
+            return
+        self._remember(now, mid, 0, payload)
+        out.append(Deliver(mid, payload, 0))
+        self._push(mid, 0, payload, None, out)
+
+    def _push(self, mid: bytes, round: int, payload: bytes, sender: Peer, out: list) -> None:
+        """Eager push the payload down the tree, lazy push its id to everyone else."""
+        gossip = Gossip(mid, round + 1, payload)
+        for peer in self.eager_peers:
+            if peer != sender:
+                out.append(Send(peer, gossip))
+        if self.lazy_peers:
+            entry = (mid, round + 1)
+            for peer in self.lazy_peers:
+                if peer != sender:
+                    self._lazy_queue.setdefault(peer, []).append(entry)
+            self._arm_flush(out)
+
+    def _arm_flush(self, out: list) -> None:
+        if self._lazy_queue and not self._flush_armed:
+            self._flush_armed = True
+            out.append(SetTimer(self.config.ihave_delay, FlushIHave()))
+
+    def _remember(self, now: float, mid: bytes, round: int, payload: bytes) -> None:
+        c = self.config
+        self.received[mid] = (now, round)
+        self.payloads[mid] = (now, round, payload)
+        _expire(self.received, c.seen_max, now - c.seen_ttl)
+        _expire(self.payloads, c.payload_max, now - c.payload_ttl)
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def _on_gossip(self, now: float, peer: Peer, msg: Gossip, out: list) -> None:
+        mid = msg.id
+        if mid in self.received:
+            # A second copy: this link is redundant for the tree.
+            if peer in self.eager_peers:
+                self._make_lazy(peer)
+                out.append(Send(peer, Prune()))
+            return
+        self._remember(now, mid, msg.round, msg.payload)
+        out.append(Deliver(mid, msg.payload, msg.round))
+        announcers = self.missing.pop(mid, None)
+        self._push(mid, msg.round, msg.payload, peer, out)
+        self._make_eager(peer)
+        if announcers:
+            self._optimize(msg.round, peer, announcers, out)
+
+    def _optimize(self, round: int, sender: Peer, announcers: list, out: list) -> None:
+        """Paper section 3.8: a lazy link that announced the message many hops earlier
+        than the tree delivered it should replace the tree link."""
+        best_peer, best_round = min(announcers, key=lambda a: a[1])
+        if round - best_round >= self.config.optimization_threshold and self.is_neighbor(best_peer):
+            self._make_eager(best_peer)
+            out.append(Send(best_peer, Graft(None, best_round)))
+            self._make_lazy(sender)
+            out.append(Send(sender, Prune()))
+
+    def _on_ihave(self, now: float, peer: Peer, msg: IHave, out: list) -> None:
+        if not self.is_neighbor(peer):
+            return  # a stale link: grafting it would add a non-neighbor to the tree
+        c = self.config
+        for mid, round in msg.entries:
+            if mid in self.received:
+                continue
+            announcers = self.missing.get(mid)
+            if announcers is None:
+                if len(self.missing) >= c.missing_max:
+                    continue
+                announcers = self.missing[mid] = []
+            if len(announcers) < c.announcers_max:
+                announcers.append((peer, round))
+            if mid not in self._graft_armed:
+                self._graft_armed.add(mid)
+                out.append(SetTimer(c.graft_timeout, GraftTimeout(mid)))
+
+    def _on_graft(self, now: float, peer: Peer, msg: Graft, out: list) -> None:
+        self._make_eager(peer)
+        if msg.id is not None:
+            cached = self.payloads.get(msg.id)
+            if cached is not None:
+                _, round, payload = cached
+                out.append(Send(peer, Gossip(msg.id, round + 1, payload)))
+
+    def _on_prune(self, peer: Peer) -> None:
+        self._make_lazy(peer)
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def _on_timer(self, now: float, timer: object, out: list) -> None:
+        kind = type(timer)
+        if kind is GraftTimeout:
+            self._on_graft_timeout(timer, out)
+        elif kind is FlushIHave:
+            self._flush(out)
+        elif kind is AntiEntropyTick:
+            self._anti_entropy(now, out)
+            out.append(SetTimer(self.config.anti_entropy_interval, timer))
+
+    def _on_graft_timeout(self, timer: GraftTimeout, out: list) -> None:
+        mid = timer.id
+        self._graft_armed.discard(mid)
+        if mid in self.received:
+            self.missing.pop(mid, None)
+            return
+        announcers = self.missing.get(mid)
+        while announcers:
+            peer, round = announcers.pop(0)
+            if self.is_neighbor(peer):
+                self._make_eager(peer)
+                out.append(Send(peer, Graft(mid, round)))
+                # Ask the next announcer if this one does not deliver soon.
+                self._graft_armed.add(mid)
+                out.append(SetTimer(self.config.graft_retry, timer))
+                return
+        self.missing.pop(mid, None)
+
+    def _flush(self, out: list) -> None:
+        self._flush_armed = False
+        limit = self.config.ihave_max
+        for peer, entries in self._lazy_queue.items():
+            for start in range(0, len(entries), limit):
+                out.append(Send(peer, IHave(tuple(entries[start : start + limit]))))
+        self._lazy_queue.clear()
+
+    def _recent(self, now: float) -> list:
+        """``(id, round)`` announcements of the newest cached payloads, newest first."""
+        horizon = now - self.config.payload_ttl
+        recent = []
+        for mid, (at, round, _) in reversed(self.payloads.items()):
+            if at < horizon or len(recent) >= self.config.anti_entropy_max:
+                break
+            recent.append((mid, round + 1))
+        return recent
+
+    def _anti_entropy(self, now: float, out: list) -> None:
+        """Announce recent ids to one random neighbour: it grafts whatever the tree missed."""
+        neighbors = list(self.eager_peers) + list(self.lazy_peers)
+        recent = self._recent(now) if neighbors else None
+        if recent:
+            peer = neighbors[self.rng.randrange(len(neighbors))]
+            out.append(Send(peer, IHave(tuple(recent))))

@@ -1,0 +1,15 @@
+"""The node's launcher. Until the actor node lands (issue 3), it runs the simulator."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench import simulate
+
+    return simulate.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
