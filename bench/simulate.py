@@ -181,17 +181,19 @@ class Simulation:
             stack = stacks[node]
             if stack is None or inc != incarnation[node]:
                 if type(event) is tuple:
-                    # A message to a node that is down: its sender learns of it.
+                    # A message to a node that is down, or to the process it was before
+                    # a restart: the sender's link to that incarnation resets.
                     sender = event[0]
                     if stacks[sender] is not None:
-                        self.push(at + self.latency(node, sender), sender, PeerFailed(node))
+                        failed = PeerFailed(node, inc)
+                        self.push(at + self.latency(node, sender), sender, failed)
                 continue
             self.events += 1
             if type(event) is tuple:
                 sender, msg = event
                 if self.group[sender] != self.group[node]:
                     # Cut by a partition: lost, and the sender times out.
-                    self.push(at + self.detect, sender, PeerFailed(node))
+                    self.push(at + self.detect, sender, PeerFailed(node, inc))
                     continue
                 event = Receive(sender, msg)
             self.apply(node, stack.handle(at, event))
@@ -219,7 +221,7 @@ class Simulation:
             if self.stacks[peer] is not None:
                 # The peer's keepalive on the link notices.
                 delay = self.detect * (0.5 + self.rng.random())
-                self.push(self.now + delay, peer, PeerFailed(node))
+                self.push(self.now + delay, peer, PeerFailed(node, self.incarnation[node]))
 
     def cut(self, groups: list[int]) -> None:
         """Partition: links between groups break and are noticed after the keepalive delay."""
@@ -229,7 +231,8 @@ class Simulation:
                 continue
             for b in stack.hyparview.active_view:
                 if groups[a] != groups[b]:
-                    self.push(self.now + self.detect * (0.5 + self.rng.random()), a, PeerFailed(b))
+                    failed = PeerFailed(b, self.incarnation[b])
+                    self.push(self.now + self.detect * (0.5 + self.rng.random()), a, failed)
 
     def heal(self) -> None:
         self.group = [0] * self.n

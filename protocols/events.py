@@ -28,9 +28,13 @@ class Receive:
 
 @dataclass(frozen=True, slots=True)
 class PeerFailed:
-    """The transport could not reach ``peer``, or its link broke (TCP reset, keepalive)."""
+    """The transport could not reach ``peer``, or its link broke (TCP reset, keepalive).
+
+    ``incarnation``, when known, is the peer's incarnation on the link that broke: a
+    failure of the link to an earlier incarnation says nothing about the current one."""
 
     peer: Peer
+    incarnation: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

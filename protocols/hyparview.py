@@ -8,8 +8,12 @@ Beyond the paper, from what Partisan and iroh-gossip learned in production:
 - links are tagged with the peer's incarnation, so a DISCONNECT sent before a
   restart cannot tear down the link the restarted node made afterwards;
 - a NEIGHBOR request that gets no answer within ``neighbor_timeout`` counts as
-  a rejection;
-- while the active view is below ``active_min``, a timer keeps promoting;
+  a failure of that peer;
+- a timer (every ``promote_interval``) keeps filling the active view from the
+  passive view with low-priority requests, which only take free slots; a node
+  left alone with nobody to ask joins again through its contacts;
+- a share of SHUFFLEs go straight to a passive peer (as in Cyclon), since a
+  random walk never leaves the component it starts in;
 - like Serf's reconnect, peers lost to a failure are retried now and then, so
   two halves of a healed partition find each other again.
 """
@@ -134,6 +138,7 @@ class Config:
     shuffle_active: int = 3
     shuffle_passive: int = 4
     shuffle_ttl: int = 6
+    shuffle_with_passive: float = 0.25  # share of shuffles sent straight to a passive peer
     neighbor_timeout: float = 0.5
     promote_interval: float = 5.0
     reconnect_interval: float = 10.0
@@ -166,10 +171,10 @@ class HyParView:
     _attempts: int = 0
     # peers lost to failure, oldest first: peer -> time of failure (Serf's "failed members")
     failed: dict = field(default_factory=dict)
+    contacts: list = field(default_factory=list)  # who we joined through: retried when alone
     _tried: set = field(default_factory=set)  # rejected us since we last gained a link
     _last_shuffle: tuple = ()  # what our last SHUFFLE carried, dropped first on its reply
     _started: bool = False
-    _promote_armed: bool = False
 
     # -- entry point ----------------------------------------------------------------------
 
@@ -182,6 +187,7 @@ class HyParView:
             # Spread the first shuffles so nodes started together do not shuffle in lockstep.
             out.append(SetTimer(c.shuffle_interval * (0.5 + self.rng.random()), ShuffleTick()))
             out.append(SetTimer(c.reconnect_interval * (0.5 + self.rng.random()), ReconnectTick()))
+            out.append(SetTimer(c.promote_interval * (0.5 + self.rng.random()), PromoteTick()))
         kind = type(event)
         if kind is Receive:
             handler = _DISPATCH.get(type(event.message))
@@ -190,7 +196,9 @@ class HyParView:
         elif kind is TimerFired:
             self._on_timer(now, event.timer, out)
         elif kind is PeerFailed:
-            self._on_peer_failed(now, event.peer, out)
+            known = self.active_view.get(event.peer)
+            if event.incarnation is None or known is None or event.incarnation >= known:
+                self._on_peer_failed(now, event.peer, out)
         elif kind is JoinVia:
             self._join(event.contact, out)
         return out
@@ -261,6 +269,8 @@ class HyParView:
     def _join(self, contact: Peer, out: list) -> None:
         if contact == self.me:
             return
+        if contact not in self.contacts:
+            self.contacts.append(contact)
         self._attempts += 1
         self._pending[contact] = _Pending(self._attempts, True, False)
         out.append(Send(contact, Join(self.incarnation)))
@@ -328,10 +338,12 @@ class HyParView:
             return
         if pending is None:
             return
-        # Rejected: keep it as a passive candidate and try another one, each once.
+        # Rejected: keep it as a passive candidate. Below the minimum, try another one at
+        # once (each refuser once); above it, the next PromoteTick will try again.
         self._tried.add(peer)
         self._add_passive(peer)
-        self._fill_active(now, out)
+        if len(self.active_view) < self.config.active_min:
+            self._fill_active(now, out)
 
     def _request_neighbor(self, peer: Peer, out: list, *, reconnect: bool = False) -> None:
         high = reconnect or not self.active_view
@@ -347,23 +359,16 @@ class HyParView:
             return
         # Who refused a low-priority request may not refuse a high-priority one.
         tried = self._tried if self.active_view else ()
-        candidates = [
-            p
-            for p in self.passive_view
-            if p not in self._pending and p not in exclude and p not in tried
-        ]
+        candidates = [p for p in self.passive_view if p not in self._pending and p not in tried]
+        if self.active_view or any(p not in exclude for p in candidates):
+            # Do not ask straight back whoever just let go of us, unless it is all we know.
+            candidates = [p for p in candidates if p not in exclude]
         self.rng.shuffle(candidates)
         for peer in candidates[:wanted]:
             self._request_neighbor(peer, out)
-        self._arm_promote(out)
 
     def _ordinary_pending(self) -> int:
         return sum(1 for p in self._pending.values() if not p.reconnect)
-
-    def _arm_promote(self, out: list) -> None:
-        if not self._promote_armed and len(self.active_view) < self.config.active_min:
-            self._promote_armed = True
-            out.append(SetTimer(self.config.promote_interval, PromoteTick()))
 
     # -- disconnect and failure -----------------------------------------------------------
 
@@ -384,6 +389,12 @@ class HyParView:
 
     def _on_peer_failed(self, now: float, peer: Peer, out: list) -> None:
         was_active = self._remove_active(peer, out)
+        if was_active:
+            # Failure detection can be wrong on one side only (a timeout of an older
+            # attempt, a keepalive lost in a partition): say goodbye, best effort, so a
+            # peer that is alive after all does not keep a one-sided link.
+            out.append(Send(peer, Disconnect(self.incarnation, True)))
+            out.append(CloseLink(peer))
         pending = self._pending.pop(peer, None)
         self._remove_passive(peer)
         if was_active or (pending is not None and pending.reconnect):
@@ -412,9 +423,16 @@ class HyParView:
             + self._sample(self.active_view, c.shuffle_active)
             + self._sample(self.passive_view, c.shuffle_passive)
         )
-        peers = list(self.active_view)
-        target = peers[self.rng.randrange(len(peers))]
-        out.append(Send(target, Shuffle(self.me, c.shuffle_ttl, tuple(nodes))))
+        if self.passive_view and self.rng.random() < c.shuffle_with_passive:
+            # A direct exchange with a passive peer (as Cyclon does): a random walk never
+            # leaves the component it starts in, this can; and it weeds out dead entries.
+            target = self.passive_view[self.rng.randrange(len(self.passive_view))]
+            ttl = 1
+        else:
+            peers = list(self.active_view)
+            target = peers[self.rng.randrange(len(peers))]
+            ttl = c.shuffle_ttl
+        out.append(Send(target, Shuffle(self.me, ttl, tuple(nodes))))
         self._last_shuffle = tuple(nodes)
 
     def _on_shuffle(self, now: float, peer: Peer, msg: Shuffle, out: list) -> None:
@@ -451,11 +469,18 @@ class HyParView:
                 # No answer in time: as good as a rejection from a dead node.
                 self._on_peer_failed(now, timer.peer, out)
         elif kind is PromoteTick:
-            self._promote_armed = False
-            if len(self.active_view) < c.active_min:
+            # Fill up towards active_size, not just the minimum: low-priority requests
+            # only take free slots, so this never evicts, but it lets links form between
+            # nodes with room, which is what stops a small island from staying one.
+            if len(self.active_view) < c.active_size:
                 self._tried.clear()  # a while has passed: those who refused may have room
                 self._fill_active(now, out)
-                self._arm_promote(out)
+                if not self.active_view and not self._pending and self.contacts:
+                    # Alone, and nobody in the passive view answered: join again, like
+                    # Serf's retry_join, through the contacts we were given in turn.
+                    contact = self.contacts.pop(0)
+                    self._join(contact, out)
+            out.append(SetTimer(c.promote_interval, timer))
         elif kind is ReconnectTick:
             self._reconnect(now, out)
             out.append(SetTimer(c.reconnect_interval, timer))

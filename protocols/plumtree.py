@@ -190,7 +190,7 @@ class Plumtree:
     def _broadcast(self, now: float, mid: bytes, payload: bytes, out: list) -> None:
         if mid in self.received:
             return
-        self._remember(now, mid, 0, payload)
+        self._remember(now, mid, 0, payload, None)
         out.append(Deliver(mid, payload, 0))
         self._push(mid, 0, payload, None, out)
 
@@ -212,9 +212,9 @@ class Plumtree:
             self._flush_armed = True
             out.append(SetTimer(self.config.ihave_delay, FlushIHave()))
 
-    def _remember(self, now: float, mid: bytes, round: int, payload: bytes) -> None:
+    def _remember(self, now: float, mid: bytes, round: int, payload: bytes, parent: Peer) -> None:
         c = self.config
-        self.received[mid] = (now, round)
+        self.received[mid] = (now, round, parent)
         self.payloads[mid] = (now, round, payload)
         _expire(self.received, c.seen_max, now - c.seen_ttl)
         _expire(self.payloads, c.payload_max, now - c.payload_ttl)
@@ -229,30 +229,50 @@ class Plumtree:
                 self._make_lazy(peer)
                 out.append(Send(peer, Prune()))
             return
-        self._remember(now, mid, msg.round, msg.payload)
+        self._remember(now, mid, msg.round, msg.payload, peer)
         out.append(Deliver(mid, msg.payload, msg.round))
         announcers = self.missing.pop(mid, None)
         self._push(mid, msg.round, msg.payload, peer, out)
         self._make_eager(peer)
         if announcers:
-            self._optimize(msg.round, peer, announcers, out)
+            best_peer, best_round = min(announcers, key=lambda a: a[1])
+            self._optimize(now, mid, msg.round, peer, best_peer, best_round, out)
 
-    def _optimize(self, round: int, sender: Peer, announcers: list, out: list) -> None:
-        """Paper section 3.8: a lazy link that announced the message many hops earlier
-        than the tree delivered it should replace the tree link."""
-        best_peer, best_round = min(announcers, key=lambda a: a[1])
-        if round - best_round >= self.config.optimization_threshold and self.is_neighbor(best_peer):
-            self._make_eager(best_peer)
-            out.append(Send(best_peer, Graft(None, best_round)))
-            self._make_lazy(sender)
-            out.append(Send(sender, Prune()))
+    def _optimize(
+        self,
+        now: float,
+        mid: bytes,
+        round: int,
+        parent: Peer,
+        lazy: Peer,
+        lazy_round: int,
+        out: list,
+    ) -> None:
+        """Paper section 3.8: in an optimal tree the eager path is never longer than a lazy
+        announcement. If a lazy link announced the message ``threshold`` hops earlier than
+        the tree delivered it, it replaces the tree link. The paper checks this when the
+        payload arrives after an IHAVE; with batched IHAVEs they mostly arrive after the
+        payload, so the same check runs then too."""
+        if (
+            round - lazy_round >= self.config.optimization_threshold
+            and lazy != parent
+            and parent in self.eager_peers
+            and self.is_neighbor(lazy)
+        ):
+            self._make_eager(lazy)
+            out.append(Send(lazy, Graft(None, lazy_round)))
+            self._make_lazy(parent)
+            out.append(Send(parent, Prune()))
+            self.received[mid] = (now, lazy_round, lazy)  # compare later IHAVEs with the new path
 
     def _on_ihave(self, now: float, peer: Peer, msg: IHave, out: list) -> None:
         if not self.is_neighbor(peer):
             return  # a stale link: grafting it would add a non-neighbor to the tree
         c = self.config
         for mid, round in msg.entries:
-            if mid in self.received:
+            seen = self.received.get(mid)
+            if seen is not None:
+                self._optimize(seen[0], mid, seen[1], seen[2], peer, round, out)
                 continue
             announcers = self.missing.get(mid)
             if announcers is None:
