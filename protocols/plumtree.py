@@ -165,9 +165,13 @@ class Plumtree:
                 self._lazy_queue.setdefault(event.peer, []).extend(recent)
                 self._arm_flush(out)
         elif kind is NeighborDown:
-            self.eager_peers.pop(event.peer, None)
-            self.lazy_peers.pop(event.peer, None)
-            self._lazy_queue.pop(event.peer, None)
+            gone = event.peer
+            self.eager_peers.pop(gone, None)
+            self.lazy_peers.pop(gone, None)
+            self._lazy_queue.pop(gone, None)
+            # Its announcements can no longer be grafted: free their slots.
+            for announcers in self.missing.values():
+                announcers[:] = [a for a in announcers if a[0] != gone]
         return out
 
     # -- peer sets ------------------------------------------------------------------------
@@ -224,8 +228,9 @@ class Plumtree:
     def _on_gossip(self, now: float, peer: Peer, msg: Gossip, out: list) -> None:
         mid = msg.id
         if mid in self.received:
-            # A second copy: this link is redundant for the tree.
-            if peer in self.eager_peers:
+            # A second copy: this link is redundant for the tree. PRUNE even a peer we
+            # hold lazy: if our GRAFT and its PRUNE crossed, it may still push to us.
+            if self.is_neighbor(peer):
                 self._make_lazy(peer)
                 out.append(Send(peer, Prune()))
             return
@@ -289,7 +294,7 @@ class Plumtree:
         self._make_eager(peer)
         if msg.id is not None:
             cached = self.payloads.get(msg.id)
-            if cached is not None:
+            if cached is not None and cached[0] >= now - self.config.payload_ttl:
                 _, round, payload = cached
                 out.append(Send(peer, Gossip(msg.id, round + 1, payload)))
 
@@ -337,9 +342,10 @@ class Plumtree:
     def _recent(self, now: float) -> list:
         """``(id, round)`` announcements of the newest cached payloads, newest first."""
         horizon = now - self.config.payload_ttl
+        limit = min(self.config.anti_entropy_max, self.config.ihave_max)  # one IHAVE frame
         recent = []
         for mid, (at, round, _) in reversed(self.payloads.items()):
-            if at < horizon or len(recent) >= self.config.anti_entropy_max:
+            if at < horizon or len(recent) >= limit:
                 break
             recent.append((mid, round + 1))
         return recent

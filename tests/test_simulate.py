@@ -1,0 +1,119 @@
+"""The CI-sized simulator run: 200 nodes of the real protocol objects, every scenario,
+held to the bounds of issue 2 (the full-size figures are in the README)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import simulate
+
+ROOT = Path(__file__).resolve().parent.parent
+N = 200
+
+
+def sim(scenario: str, *extra: str, seed: int = 1) -> dict:
+    argv = ["--nodes", str(N), "--scenario", scenario, "--seed", str(seed), *extra]
+    return simulate.run(simulate.parse_args(argv))
+
+
+@pytest.fixture(scope="module")
+def stable() -> dict:
+    return sim("stable", "--broadcasts", "40")
+
+
+def test_stable_delivers_everything_with_a_tree(stable: dict) -> None:
+    assert stable["missed"] == 0
+    assert stable["reliability"] == 1.0
+    assert stable["rmr"] < 0.1
+    assert stable["ldh"] <= 12
+    assert stable["connected"] and stable["symmetric"]
+    assert stable["empty_active_views"] == 0
+
+
+def test_flood_baseline_pays_what_plumtree_saves(stable: dict) -> None:
+    flood = sim("stable", "--broadcasts", "40", "--broadcast", "flood")
+    assert flood["missed"] == 0
+    # Flooding over views of 5 sends each payload over every link: RMR near 3.
+    assert flood["rmr"] > 2.0
+    assert stable["rmr"] < flood["rmr"] / 20
+    assert flood["control_per_payload"] == 0
+
+
+def test_multi_sender_delivers_everything() -> None:
+    result = sim("multi-sender", "--broadcasts", "40", seed=2)
+    assert result["missed"] == 0
+    assert result["rmr"] < 0.1
+    assert result["connected"] and result["symmetric"]
+
+
+def test_mass_crash_heals_within_five_rounds() -> None:
+    result = sim("mass-crash", "--fail", "0.8", "--broadcasts", "15")
+    assert result["live_nodes"] == N - int(N * 0.8)
+    assert 0.0 <= result["reliability_first"] <= 1.0
+    assert result["heal_rounds"] is not None and result["heal_rounds"] <= 5
+    assert result["missed_after_heal"] == 0
+    assert result["connected"] and result["symmetric"]
+    assert result["empty_active_views"] == 0
+
+
+def test_churn_leaves_a_whole_symmetric_overlay() -> None:
+    result = sim("churn", "--fail", "0.02", "--broadcasts", "30")
+    assert result["during"]["broadcasts"] == 30
+    assert result["connected"] and result["symmetric"]
+    assert result["empty_active_views"] == 0
+    assert result["after"]["missed"] == 0
+
+
+def test_partition_heals_into_one_overlay() -> None:
+    result = sim("partition", "--broadcasts", "30")
+    # While cut, the overlay really is in pieces; afterwards it is one again.
+    assert result["overlay_during"]["connected"] is False
+    assert result["connected"] and result["symmetric"]
+    assert result["empty_active_views"] == 0
+    assert result["after"]["missed"] == 0
+
+
+def test_loss_is_repaired_by_the_tree() -> None:
+    result = sim("stable", "--loss", "0.05", "--broadcasts", "20")
+    assert result["missed"] == 0
+    assert result["control_per_payload"] > 0
+
+
+def test_same_seed_same_run_other_seed_other_run() -> None:
+    def strip(r: dict) -> dict:
+        return {k: v for k, v in r.items() if k != "wall_seconds"}
+
+    a = sim("churn", "--broadcasts", "10", seed=7)
+    b = sim("churn", "--broadcasts", "10", seed=7)
+    c = sim("churn", "--broadcasts", "10", seed=8)
+    assert strip(a) == strip(b)
+    assert a["events"] != c["events"]
+
+
+def test_command_line_prints_one_json_object() -> None:
+    cmd = [sys.executable, "bench/simulate.py", "--nodes", "50", "--scenario", "stable"]
+    proc = subprocess.run(
+        [*cmd, "--broadcasts", "3", "--json"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    for key in ("reliability", "missed", "rmr", "ldh", "control_per_payload", "connected"):
+        assert key in result
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--nodes", "1"], ["--scenario", "meteor"], ["--loss", "1.5"], ["--nodes", "many"]],
+)
+def test_bad_arguments_exit_2_without_traceback(args: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "bench/simulate.py", *args], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("simulate.py: error:")
