@@ -4,9 +4,12 @@ Each node keeps a small symmetric *active view* (the links broadcast uses) and a
 larger *passive view* (a reserve of known nodes, refreshed by SHUFFLE random
 walks). A failed active peer is replaced at once from the passive view.
 
-Beyond the paper, from what Partisan and iroh-gossip learned in production:
-- links are tagged with the peer's incarnation, so a DISCONNECT sent before a
-  restart cannot tear down the link the restarted node made afterwards;
+Beyond the paper (DESIGN.md's lessons from Partisan and iroh-gossip, and what
+our simulator showed the plain rules getting wrong; the README says why each):
+- links are tagged with the peer's incarnation, so a DISCONNECT, or a failure
+  report, from before a restart cannot tear down the link made afterwards;
+- a peer dropped as failed still gets a best-effort DISCONNECT, and an accepted
+  NEIGHBOR_REPLY we no longer wait for is answered with one: links stay symmetric;
 - a NEIGHBOR request that gets no answer within ``neighbor_timeout`` counts as
   a failure of that peer;
 - a timer (every ``promote_interval``) keeps filling the active view from the
@@ -345,8 +348,9 @@ class HyParView:
         if len(self.active_view) < self.config.active_min:
             self._fill_active(now, out)
 
-    def _request_neighbor(self, peer: Peer, out: list, *, reconnect: bool = False) -> None:
-        high = reconnect or not self.active_view
+    def _request_neighbor(
+        self, peer: Peer, out: list, *, high: bool, reconnect: bool = False
+    ) -> None:
         self._attempts += 1
         self._pending[peer] = _Pending(self._attempts, high, reconnect)
         out.append(Send(peer, Neighbor(self.incarnation, high)))
@@ -365,7 +369,12 @@ class HyParView:
             candidates = [p for p in candidates if p not in exclude]
         self.rng.shuffle(candidates)
         for peer in candidates[:wanted]:
-            self._request_neighbor(peer, out)
+            # Only a node with no neighbour at all asks with high priority (paper), and one
+            # such request at a time: each one makes its receiver evict a neighbour.
+            high = not self.active_view and not any(
+                p.high_priority and not p.reconnect for p in self._pending.values()
+            )
+            self._request_neighbor(peer, out, high=high)
 
     def _ordinary_pending(self) -> int:
         return sum(1 for p in self._pending.values() if not p.reconnect)
@@ -397,7 +406,9 @@ class HyParView:
             out.append(CloseLink(peer))
         pending = self._pending.pop(peer, None)
         self._remove_passive(peer)
-        if was_active or (pending is not None and pending.reconnect):
+        if was_active:
+            # (A reconnect attempt that fails keeps the peer's original time of failure,
+            # so it is forgotten reconnect_timeout after it was lost.)
             self._remember_failed(now, peer)
         if was_active or pending is not None:
             self._fill_active(now, out)
@@ -494,7 +505,7 @@ class HyParView:
         candidates = [p for p in self.failed if p not in self._pending]
         if candidates:
             peer = candidates[self.rng.randrange(len(candidates))]
-            self._request_neighbor(peer, out, reconnect=True)
+            self._request_neighbor(peer, out, high=True, reconnect=True)
 
 
 _DISPATCH = {
