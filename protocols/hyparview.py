@@ -208,9 +208,6 @@ class HyParView:
 
     # -- views ----------------------------------------------------------------------------
 
-    def is_active(self, peer: Peer) -> bool:
-        return peer in self.active_view
-
     def _add_passive(self, peer: Peer, prefer_drop: tuple = ()) -> None:
         if peer == self.me or peer in self.active_view or peer in self._passive_set:
             return
@@ -254,11 +251,14 @@ class HyParView:
     def _drop_random_active(self, out: list) -> None:
         peers = list(self.active_view)
         victim = peers[self.rng.randrange(len(peers))]
-        del self.active_view[victim]
-        out.append(Send(victim, Disconnect(self.incarnation, True)))
-        out.append(NeighborDown(victim))
-        out.append(CloseLink(victim))
+        self._remove_active(victim, out)
+        self._goodbye(victim, out)
         self._add_passive(victim)
+
+    def _goodbye(self, peer: Peer, out: list) -> None:
+        """Tell ``peer`` we dropped the link (it keeps us as a passive peer), then close it."""
+        out.append(Send(peer, Disconnect(self.incarnation, True)))
+        out.append(CloseLink(peer))
 
     def _remove_active(self, peer: Peer, out: list) -> bool:
         if peer not in self.active_view:
@@ -402,8 +402,7 @@ class HyParView:
             # Failure detection can be wrong on one side only (a timeout of an older
             # attempt, a keepalive lost in a partition): say goodbye, best effort, so a
             # peer that is alive after all does not keep a one-sided link.
-            out.append(Send(peer, Disconnect(self.incarnation, True)))
-            out.append(CloseLink(peer))
+            self._goodbye(peer, out)
         pending = self._pending.pop(peer, None)
         self._remove_passive(peer)
         if was_active:
