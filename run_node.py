@@ -8,7 +8,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from bench import simulate
 
-    return simulate.main(argv)
+    return simulate.main(argv, prog="run_node.py")
 
 
 if __name__ == "__main__":

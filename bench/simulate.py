@@ -416,9 +416,9 @@ def run(args: argparse.Namespace) -> dict:
     return out
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, prog: str = "simulate.py") -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="simulate.py",
+        prog=prog,
         description="Run N nodes of the real HyParView + Plumtree code over a simulated network.",
     )
     p.add_argument("--nodes", type=int, default=100)
@@ -467,8 +467,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "simulate.py") -> int:
+    args = parse_args(argv, prog)
     result = run(args)
     if args.json:
         print(json.dumps(result, sort_keys=True))

@@ -48,8 +48,7 @@ def cell(values: list) -> str:
         return "yes" if all(values) else "NO"
     lo, hi = min(values), max(values)
     mean = sum(values) / len(values)
-    fmt = (lambda x: f"{x:g}") if all(isinstance(v, int) for v in values) else "{:.4g}".format
-    return fmt(mean) if lo == hi else f"{fmt(mean)} ({fmt(lo)}-{fmt(hi)})"
+    return f"{mean:.3g}" if lo == hi else f"{mean:.3g} ({lo:.3g}-{hi:.3g})"
 
 
 def main(argv: list[str] | None = None) -> int:

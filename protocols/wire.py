@@ -424,14 +424,6 @@ def _scan(body: bytes) -> None:
         raise MalformedFrame("trailing data after the msgpack map")
 
 
-class _ExtRejected(Exception):
-    pass
-
-
-def _reject_ext(code: int, data: bytes) -> Any:
-    raise _ExtRejected(f"ext type {code}")
-
-
 def _unpack(body: bytes, max_frame: int) -> Any:
     _scan(body)
     # The same limits again, so msgpack never relies on the scan alone. The caller has capped
