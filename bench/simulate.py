@@ -105,6 +105,7 @@ class Simulation:
         latency: tuple[float, float] = (0.001, 0.010),
         detect: float = 1.0,
         broadcast: str = "plumtree",
+        round_s: float = 1.0,
     ) -> None:
         self.n = nodes
         self.seed = seed
@@ -113,6 +114,7 @@ class Simulation:
         self.lat_lo, self.lat_span = latency[0], latency[1] - latency[0]
         self.detect = detect
         self.broadcast_kind = broadcast
+        self.round_s = round_s  # a broadcast counts as delivered only within its round
         self.now = 0.0
         self.queue: list = []
         self.seq = 0
@@ -329,8 +331,8 @@ def run(args: argparse.Namespace) -> dict:
         latency=tuple(args.latency),
         detect=args.detect,
         broadcast=args.broadcast,
+        round_s=args.round,
     )
-    sim.round_s = args.round
     rng = random.Random(args.seed ^ 0x5EED)
     n = args.nodes
 
@@ -462,6 +464,10 @@ def parse_args(argv: list[str] | None, prog: str = "simulate.py") -> argparse.Na
         problems.append("--broadcasts must be at least 1")
     if not 0 <= args.latency[0] <= args.latency[1]:
         problems.append("--latency needs 0 <= LO <= HI")
+    if args.round <= 0 or args.detect <= 0:
+        problems.append("--round and --detect must be positive")
+    if args.warmup < 0 or args.settle < 0 or args.quiesce < 0:
+        problems.append("--warmup, --settle and --quiesce cannot be negative")
     if problems:
         p.error("; ".join(problems))
     return args

@@ -36,8 +36,15 @@ COLUMNS = (
     "control_per_payload",
     "reliability_first",
     "heal_rounds",
+    "during.reliability",  # churn and partition: while it happens (the rest is after)
     "wall_seconds",
 )
+
+
+def get(result: dict, column: str) -> object:
+    for key in column.split("."):
+        result = result.get(key) if isinstance(result, dict) else None
+    return result
 
 
 def cell(values: list) -> str:
@@ -66,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         argv_row = ["--nodes", str(nodes), "--scenario", scenario, "--broadcast", broadcast]
         argv_row += extra if "--broadcasts" in extra else ["--broadcasts", "100", *extra]
         results = [simulate.run(simulate.parse_args([*argv_row, "--seed", str(s)])) for s in seeds]
-        cells = [cell([r.get(c) for r in results]) for c in COLUMNS]
+        cells = [cell([get(r, c) for r in results]) for c in COLUMNS]
         whole = cell([bool(r["connected"] and r["symmetric"]) for r in results])
         command = "`python bench/simulate.py " + " ".join(argv_row) + " --json`"
         print(f"| {command} | " + " | ".join(cells) + f" | {whole} |", flush=True)
