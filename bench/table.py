@@ -55,7 +55,7 @@ def cell(values: list) -> str:
         return "yes" if all(values) else "NO"
     lo, hi = min(values), max(values)
     mean = sum(values) / len(values)
-    return f"{mean:.3g}" if lo == hi else f"{mean:.3g} ({lo:.3g}-{hi:.3g})"
+    return f"{mean:.4g}" if lo == hi else f"{mean:.4g} ({lo:.4g}-{hi:.4g})"
 
 
 def main(argv: list[str] | None = None) -> int:
