@@ -124,7 +124,8 @@ class Plumtree:
     # dicts used as ordered sets, so iteration (and thus a simulation) is reproducible
     eager_peers: dict = field(default_factory=dict)
     lazy_peers: dict = field(default_factory=dict)
-    received: OrderedDict = field(default_factory=OrderedDict)  # id -> (time, round)
+    # id -> (time, round, parent): the parent is who delivered it, the tree link to prune
+    received: OrderedDict = field(default_factory=OrderedDict)
     payloads: OrderedDict = field(default_factory=OrderedDict)  # id -> (time, round, payload)
     missing: dict = field(default_factory=dict)  # id -> [(announcer, round), ...]
     _graft_armed: set = field(default_factory=set)
