@@ -1,14 +1,223 @@
-"""The node's launcher. Until the actor node lands (issue 3), it runs the simulator."""
+"""Run one Satellite node: config -> actor system -> supervision tree.
+
+    python run_node.py [--node-id NAME] [--bind HOST:PORT] [--client HOST:PORT]
+                       [--join HOST:PORT ...] [--data-dir DIR] [--admin-port N]
+                       [--log-level LEVEL] [--log-json] [--config FILE]
+
+``python run_node.py simulate ...`` runs the simulator instead (bench/simulate.py).
+"""
 
 from __future__ import annotations
 
+import argparse
+import ipaddress
+import os
+import signal
+import socket
 import sys
+import threading
+import tomllib
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PEER_PORT = 7400
+DEFAULT_CLIENT_PORT = 8000
+ADMIN_OFFSET = 20000  # Thespian admin port = peer port + this, so nodes side by side just work
+SETTINGS = ("node_id", "bind", "client", "join", "data_dir", "admin_port", "log_level", "log_json")
+
+
+class ConfigError(Exception):
+    """A user mistake in flags or the config file: one line, exit status 2."""
+
+
+def parse_addr(text: str, what: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
+    host, sep, port = str(text).rpartition(":")
+    if not sep:
+        host, port = default_host, str(text)
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"{what}: {text!r} is not HOST:PORT") from None
+    if not 0 < number < 65536:
+        raise ConfigError(f"{what}: port {number} is out of range")
+    return host or default_host, number
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_node.py", description="Run one Satellite node.")
+    p.add_argument("--node-id", help="name of this node (default: the hostname)")
+    p.add_argument("--bind", help=f"peer address HOST:PORT (default 0.0.0.0:{DEFAULT_PEER_PORT})")
+    p.add_argument(
+        "--client", help=f"client address HOST:PORT (default 127.0.0.1:{DEFAULT_CLIENT_PORT})"
+    )
+    p.add_argument(
+        "--join",
+        action="append",
+        default=None,
+        metavar="HOST:PORT",
+        help="a seed node's peer address; repeat for several",
+    )
+    p.add_argument("--data-dir", help="where the node keeps its state (default ./data/<node-id>)")
+    p.add_argument(
+        "--admin-port", type=int, help=f"Thespian admin port (default peer port + {ADMIN_OFFSET})"
+    )
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+    p.add_argument("--log-json", action="store_true", default=None, help="log JSON lines")
+    p.add_argument("--config", help="a TOML file with the same settings (flags win)")
+    return p
+
+
+def load_config(argv: list[str] | None) -> dict[str, Any]:
+    args = parser().parse_args(argv)
+    settings: dict[str, Any] = {}
+    if args.config:
+        try:
+            with open(args.config, "rb") as fh:
+                settings = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"--config: cannot read {args.config}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"--config: {args.config} is not valid TOML: {exc}") from None
+        settings = {k.replace("-", "_"): v for k, v in settings.items()}
+        unknown = sorted(set(settings) - set(SETTINGS))
+        if unknown:
+            raise ConfigError(f"--config: unknown setting(s) {', '.join(unknown)}")
+    for key in SETTINGS:
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+
+    node_id = str(settings.get("node_id") or socket.gethostname())
+    if not node_id or len(node_id) > 64 or any(c.isspace() for c in node_id):
+        raise ConfigError(f"node id {node_id!r} must be 1-64 characters without spaces")
+    bind_host, bind_port = parse_addr(settings.get("bind", DEFAULT_PEER_PORT), "--bind")
+    client_host, client_port = parse_addr(
+        settings.get("client", DEFAULT_CLIENT_PORT), "--client", "127.0.0.1"
+    )
+    join = settings.get("join") or []
+    if isinstance(join, str):
+        join = [join]
+    seeds = []
+    for seed in join:
+        host, port = parse_addr(seed, "--join", "127.0.0.1")
+        seeds.append(f"{host}:{port}")
+    admin_port = int(settings.get("admin_port") or bind_port + ADMIN_OFFSET)
+    if not 0 < admin_port < 65536:
+        raise ConfigError(f"admin port {admin_port} is out of range: pass --admin-port")
+    # Our identity in the overlay is the address others dial: never 0.0.0.0.
+    advertised = bind_host
+    if _is_ip(bind_host) and ipaddress.ip_address(bind_host).is_unspecified:
+        advertised = _primary_ip()
+    level = str(settings.get("log_level", "INFO")).upper()
+    if level not in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"--log-level: unknown level {level!r}")
+    return {
+        "node_id": node_id,
+        "bind": f"{bind_host}:{bind_port}",
+        "peer": f"{advertised}:{bind_port}",
+        "client": f"{client_host}:{client_port}",
+        "join": seeds,
+        "data_dir": str(settings.get("data_dir") or Path("data") / node_id),
+        "admin_port": admin_port,
+        "log_level": level,
+        "log_json": bool(settings.get("log_json", False)),
+    }
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def _primary_ip() -> str:
+    """The address others on the LAN reach us at (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def next_incarnation(data_dir: str) -> int:
+    """One more than last time: a restarted node never reuses its link identity."""
+    path = Path(data_dir) / "incarnation"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        last = int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        last = 0
+    value = last + 1
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(str(value))
+    os.replace(tmp, path)
+    return value
+
+
+def run(config: dict[str, Any]) -> int:
+    from loguru import logger
+    from thespian.actors import ActorSystem
+
+    from actors.base import Init, loopback_only, set_title
+    from protocols import link, wire
+    from supervisors.supervisor import Shutdown, Supervisor
+    from supervisors.tree import node_tree
+
+    logger.remove()
+    logger.add(sys.stderr, level=config["log_level"], serialize=config["log_json"])
+    set_title(config["node_id"], "run_node")
+    incarnation = next_incarnation(config["data_dir"])
+    config["incarnation"] = incarnation
+    config["launcher_pid"] = os.getpid()
+
+    loopback_only()  # before the actor system opens any socket
+    system = ActorSystem(
+        "multiprocTCPBase",
+        {"Admin Port": config["admin_port"]},
+        logDefs={"version": 1, "root": {"level": "CRITICAL", "handlers": []}},
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        spec = node_tree(config)
+        top = system.createActor(Supervisor)
+        hello = wire.encode(
+            link.Hello(link.PROTOCOL_VERSION, config["node_id"], config["peer"], incarnation)
+        )
+        context = {"peer": config["peer"], "hello": hello}
+        args = dict(spec["args"], child_id="node_sup")
+        system.tell(top, Init(config["node_id"], "Supervisor:node_sup", args, context))
+        logger.info(
+            "[{}] up: peer {} client {} incarnation {}",
+            config["node_id"],
+            config["peer"],
+            config["client"],
+            incarnation,
+        )
+        stop.wait()
+        logger.info("[{}] stopping", config["node_id"])
+        system.ask(top, Shutdown(), 5)
+    finally:
+        system.shutdown()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench import simulate
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:
+        from bench import simulate
 
-    return simulate.main(argv, prog="run_node.py")
+        return simulate.main(argv[1:], prog="run_node.py simulate")
+    try:
+        config = load_config(argv)
+    except ConfigError as exc:
+        print(f"run_node.py: error: {exc}", file=sys.stderr)
+        return 2
+    return run(config)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,182 @@
+"""What every Satellite actor shares, and the Thespian facts it works around.
+
+DESIGN.md section 3 lists them; here is what each one costs us:
+
+- An exception in ``receiveMessage`` does not crash a Thespian actor: it retries the
+  message once and lives on with whatever state it had. ``SatelliteActor`` logs the
+  traceback and leaves the process for real (``os._exit``), so its supervisor sees
+  ``ChildActorExited`` and restarts it: OTP's "let it crash".
+- A killed actor's children are orphaned: every actor process asks the kernel to kill
+  it when its parent dies (``PR_SET_PDEATHSIG``).
+- The fds watched with ``ThespianWatch`` reset after every ``receiveMessage``: the
+  wrapper returns the watch on every code path, timers and errors included.
+- Thespian's sockets listen on all interfaces and unpickle whatever arrives:
+  ``loopback_only()`` makes every one of them bind to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+from thespian.actors import (
+    Actor,
+    ActorExitRequest,
+    ThespianWatch,
+    WakeupMessage,
+)
+
+PR_SET_PDEATHSIG = 1
+CRASH_STATUS = 70  # EX_SOFTWARE: an actor crashed on an unhandled exception
+
+
+def loopback_only() -> None:
+    """Make every Thespian socket (admin, logger, actors) bind to 127.0.0.1 only.
+
+    Thespian binds its "external" addresses to ``''`` (all interfaces). Patched before
+    the actor system starts; actor processes are forked and inherit the patch."""
+    from thespian.system.transport import IPBase
+
+    if getattr(IPBase.IPActorAddress, "_satellite_loopback", False):
+        return
+    os.environ["THESPIAN_BASE_IPADDR"] = "127.0.0.1"
+    original = IPBase.IPActorAddress.__init__
+
+    def init(self, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.bindname = ("127.0.0.1", self.sockname[1])
+
+    IPBase.IPActorAddress.__init__ = init
+    IPBase.IPActorAddress._satellite_loopback = True
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when the process that forked it dies."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not Linux: supervisors still stop children on the way out
+        pass
+
+
+def set_title(node_id: str, role: str) -> None:
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(f"satellite[{node_id}] {role}")
+    except ImportError:
+        pass
+
+
+# --- messages between our actors -----------------------------------------------------------
+
+
+@dataclass
+class Init:
+    """The first message to a child: who it is and what it needs.
+
+    ``context`` maps names (``membership``, ``gossip``, ``node_sup`` ...) to actor
+    addresses; it is refreshed with ``Context`` whenever a sibling restarts."""
+
+    node_id: str
+    role: str
+    args: dict = field(default_factory=dict)
+    context: dict = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    context: dict
+
+
+@dataclass
+class Started:
+    """A child tells its supervisor it is up: the pid is for topology and for kills."""
+
+    child_id: str
+    pid: int
+
+
+@dataclass
+class ExitingNormally:
+    """Sent to the supervisor just before a deliberate exit (transient children)."""
+
+    child_id: str
+
+
+class SatelliteActor(Actor):
+    """Base of all our actors. Subclasses implement ``init`` and ``handle``."""
+
+    node_id = "?"
+    role = "Actor"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.child_id: str | None = None
+        self.supervisor = None
+        self.context: dict = {}
+        self.watching: list[int] = []
+        self._initialised = False
+
+    # -- what subclasses write ------------------------------------------------------------
+
+    def init(self, args: dict) -> None:
+        """Called once with the child spec's args."""
+
+    def handle(self, msg: Any, sender: Any) -> None:
+        """Called for every message after Init."""
+
+    def on_context(self) -> None:
+        """Called when sibling addresses changed (one of them restarted)."""
+
+    def stopping(self) -> None:
+        """Called on an orderly stop: close sockets, say goodbye."""
+
+    # -- the wrapper ----------------------------------------------------------------------
+
+    def receiveMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:
+        try:
+            if isinstance(msg, Init):
+                self._on_init(msg, sender)
+            elif isinstance(msg, ActorExitRequest):
+                self.stopping()
+            elif isinstance(msg, Context):
+                self.context.update(msg.context)
+                self.on_context()
+            elif self._initialised or isinstance(msg, WakeupMessage):
+                self.handle(msg, sender)
+        except Exception:
+            self.crash()
+        # Thespian forgets the watch after every message: give it back on every path.
+        return ThespianWatch(list(self.watching)) if self.watching else None
+
+    def _on_init(self, msg: Init, sender: Any) -> None:
+        die_with_parent()
+        SatelliteActor.node_id = msg.node_id
+        self.role = msg.role
+        set_title(msg.node_id, msg.role)
+        self.child_id = msg.args.get("child_id", msg.role)
+        self.supervisor = sender
+        self.context = dict(msg.context)
+        self.init(msg.args)
+        self._initialised = True
+        self.send(sender, Started(self.child_id, os.getpid()))
+
+    def crash(self) -> None:
+        """Log the traceback and leave the process for real, so the supervisor restarts us."""
+        text = traceback.format_exc()
+        logger.error("[{}] {} crashed:\n{}", self.node_id, self.role, text)
+        sys.stderr.flush()
+        os._exit(CRASH_STATUS)
+
+    def exit_normally(self) -> None:
+        """Leave deliberately: the supervisor will not count it as a crash."""
+        if self.supervisor is not None and self.child_id is not None:
+            self.send(self.supervisor, ExitingNormally(self.child_id))
+        self.send(self.myAddress, ActorExitRequest())

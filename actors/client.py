@@ -1,0 +1,101 @@
+"""One Antenna connection on the client port.
+
+The client protocol is msgpack frames (``protocols.link``) behind a versioned
+handshake: the first frame must be ``ClientHello`` with our version, else the client
+gets ``Refused`` with the reason and the connection closes; a frame it cannot parse
+gets one log line here and a closed connection, never a hang.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import msgpack
+
+from actors.connection import Connection
+from actors.overlay import Answer, ClientGone, PublishEvent, Query, SubscribeClient
+from protocols import link, wire
+
+_tokens = itertools.count(1)
+
+
+class ClientWorker(Connection):
+    keepalive = 30.0  # clients may be idle; TCP tells us when they go
+
+    def init(self, args: dict) -> None:
+        self.greeted = False
+        self.pending: dict[int, dict] = {}  # token -> {"req", "what", "parts"}
+        super().init(args)
+
+    def on_frame(self, msg: Any) -> None:
+        kind = type(msg)
+        if not self.greeted:
+            if kind is not link.ClientHello:
+                self.refuse(f"expected client_hello first, got {kind.__name__}")
+            elif msg.version != link.PROTOCOL_VERSION:
+                self.refuse(f"client protocol version {msg.version} is not {link.PROTOCOL_VERSION}")
+            else:
+                self.greeted = True
+                self.remote = f"{self.remote} ({msg.client})"
+                peer = self.context["peer"]
+                self.write(wire.encode(link.Welcome(link.PROTOCOL_VERSION, self.node_id, peer)))
+            return
+        if kind is link.Subscribe:
+            self.send(self.context["gossip"], SubscribeClient(msg.names, self.myAddress))
+        elif kind is link.Publish:
+            self.send(self.context["gossip"], PublishEvent(msg.name, msg.data))
+            self.reply(msg.req, True, None)
+        elif kind is link.Request:
+            self.request(msg)
+        else:
+            self.close(f"{kind.__name__} is not a client request", bad=True)
+
+    def refuse(self, reason: str) -> None:
+        self.write(wire.encode(link.Refused(reason)))
+        self.closing = True
+        self.close(reason, bad=True)
+
+    def request(self, msg: link.Request) -> None:
+        targets = {
+            "members": ["membership"],
+            "topology": ["node_sup", "membership", "gossip"],
+        }.get(msg.what)
+        if targets is None:
+            self.reply(msg.req, False, f"unknown request {msg.what!r}")
+            return
+        token = next(_tokens)
+        self.pending[token] = {"req": msg.req, "what": msg.what, "parts": {}, "want": targets}
+        for name in targets:
+            self.send(self.context[name], Query(msg.what, (token, name)))
+
+    def on_actor_message(self, msg: Any, sender: Any) -> None:
+        if isinstance(msg, link.Delivery):
+            self.write(wire.encode(msg))
+        elif isinstance(msg, Answer):
+            token, name = msg.token
+            entry = self.pending.get(token)
+            if entry is None:
+                return
+            entry["parts"][name] = msg.body
+            if len(entry["parts"]) == len(entry["want"]):
+                del self.pending[token]
+                if entry["what"] == "members":
+                    body = entry["parts"]["membership"]
+                else:
+                    body = {
+                        "node": self.node_id,
+                        "tree": entry["parts"]["node_sup"],
+                        "hyparview": entry["parts"]["membership"],
+                        "plumtree": entry["parts"]["gossip"],
+                    }
+                self.reply(entry["req"], True, body)
+
+    def reply(self, req: int, ok: bool, body: Any) -> None:
+        data = msgpack.packb(body, use_bin_type=True)
+        self.write(wire.encode(link.Reply(req, 1 if ok else 0, data)))
+
+    def closed(self, reason: str) -> None:
+        gossip = self.context.get("gossip")
+        if gossip is not None:
+            self.send(gossip, ClientGone(self.myAddress))

@@ -1,0 +1,230 @@
+"""One TCP connection per actor: the talk's ``recv_loop``.
+
+``Connection`` owns a non-blocking socket, watched with ``ThespianWatch``; it unframes
+what arrives with ``protocols.wire`` and sends through a bounded queue. A peer that
+sends what the wire refuses gets one log line and a closed connection.
+``Listener`` is the talk's ``accept_loop``: it accepts, and hands each new socket to a
+supervisor of connection workers (it never creates actors itself: a forked child
+would inherit its listening socket).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+from datetime import timedelta
+from multiprocessing.reduction import DupFd
+from typing import Any
+
+from loguru import logger
+from thespian.actors import WakeupMessage, WatchMessage
+
+from actors.base import SatelliteActor
+from protocols import wire
+
+SEND_QUEUE_MAX = 4 << 20  # bytes waiting for a slow peer before we give up on it
+RECV_CHUNK = 1 << 16
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host, int(port)
+
+
+class StartWorker:
+    """Ask a connection-worker supervisor for a worker on this socket or address."""
+
+    def __init__(self, args: dict) -> None:
+        self.args = args
+
+
+class SendFrames:
+    """Frames (already encoded) for a connection worker to write, in order."""
+
+    def __init__(self, frames: bytes, close: bool = False) -> None:
+        self.frames = frames
+        self.close = close
+
+
+class Connection(SatelliteActor):
+    """Base of the per-connection workers."""
+
+    keepalive = 1.0  # seconds between pings on an idle link; 3 missed = dead
+
+    def init(self, args: dict) -> None:
+        self.sock: socket.socket | None = None
+        self.decoder = wire.FrameDecoder()
+        self.outbox = bytearray()
+        self.flush_armed = False
+        self.closing = False
+        self.last_rx = self.last_tx = time.monotonic()
+        self.remote = "?"
+        if "fd" in args:
+            self.sock = socket.socket(fileno=args["fd"].detach())
+            host, port = self.sock.getpeername()[:2]
+            self.remote = f"{host}:{port}"
+        else:
+            host, port = split_addr(args["connect"])
+            self.remote = args["connect"]
+            try:
+                self.sock = socket.create_connection((host, port), timeout=args.get("timeout", 2.0))
+            except OSError as exc:
+                self.sock = None
+                self.connect_failed(exc)
+                return
+        self.sock.setblocking(False)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.watching = [self.sock.fileno()]
+        self.wakeupAfter(timedelta(seconds=self.keepalive), payload="keepalive")
+        self.connected()
+
+    # -- what subclasses write ------------------------------------------------------------
+
+    def connected(self) -> None: ...
+
+    def connect_failed(self, exc: OSError) -> None:
+        self.close(f"cannot connect: {exc}")
+
+    def on_frame(self, msg: Any) -> None: ...
+
+    def on_actor_message(self, msg: Any, sender: Any) -> None: ...
+
+    def closed(self, reason: str) -> None: ...
+
+    def on_idle(self) -> None: ...
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def handle(self, msg: Any, sender: Any) -> None:
+        if isinstance(msg, WatchMessage):
+            self._readable()
+        elif isinstance(msg, WakeupMessage):
+            if msg.payload == "flush":
+                self.flush_armed = False
+                self._flush()
+            elif msg.payload == "keepalive" and self.sock is not None:
+                if time.monotonic() - self.last_rx > 3 * self.keepalive:
+                    self.close("no keepalive for %.0f s" % (3 * self.keepalive))
+                    return
+                self.on_idle()
+                self.wakeupAfter(timedelta(seconds=self.keepalive), payload="keepalive")
+        elif isinstance(msg, SendFrames):
+            self.write(msg.frames)
+            if msg.close:
+                self.closing = True
+                self._flush()
+        else:
+            self.on_actor_message(msg, sender)
+
+    def _readable(self) -> None:
+        if self.sock is None:
+            return
+        try:
+            data = self.sock.recv(RECV_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.close(f"receive failed: {exc}")
+            return
+        if not data:
+            self.close("closed by the other end")
+            return
+        self.last_rx = time.monotonic()
+        try:
+            messages = self.decoder.feed(data)
+        except wire.WireError as exc:
+            self.close(f"bad frame ({type(exc).__name__}: {exc})", bad=True)
+            return
+        for message in messages:
+            if self.sock is None:
+                return
+            self.on_frame(message)
+
+    def write(self, frames: bytes) -> None:
+        if self.sock is None:
+            return
+        if len(self.outbox) + len(frames) > SEND_QUEUE_MAX:
+            self.close("send queue full: the other end does not read")
+            return
+        self.outbox += frames
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.sock is None:
+            return
+        while self.outbox:
+            try:
+                sent = self.sock.send(self.outbox)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self.close(f"send failed: {exc}")
+                return
+            del self.outbox[:sent]
+            self.last_tx = time.monotonic()
+        if self.outbox:
+            if not self.flush_armed:
+                self.flush_armed = True
+                self.wakeupAfter(timedelta(milliseconds=5), payload="flush")
+        elif self.closing:
+            self.close("done")
+
+    def close(self, reason: str, bad: bool = False) -> None:
+        if bad:
+            logger.warning("[{}] {} {}: {}; closing", self.node_id, self.role, self.remote, reason)
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+        self.watching = []
+        self.closed(reason)
+        self.exit_normally()
+
+    def stopping(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+            self.watching = []
+
+
+class Listener(SatelliteActor):
+    """Accepts on one port and asks the ``workers`` supervisor for a worker per socket."""
+
+    def init(self, args: dict) -> None:
+        host, port = split_addr(args["bind"])
+        self.workers_name = args["workers"]
+        self.max_connections = args.get("max_connections", 256)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(128)
+        self.sock.setblocking(False)
+        self.watching = [self.sock.fileno()]
+
+    def handle(self, msg: Any, sender: Any) -> None:
+        if not isinstance(msg, WatchMessage):
+            return
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    logger.warning("[{}] {}: out of file descriptors", self.node_id, self.role)
+                    return
+                raise
+            workers = self.context.get(self.workers_name)
+            if workers is None:
+                conn.close()
+                continue
+            # The worker takes its own duplicate of the socket; ours can go.
+            self.send(workers, StartWorker({"fd": DupFd(conn.fileno())}))
+            conn.close()
+
+    def stopping(self) -> None:
+        self.sock.close()
+        self.watching = []

@@ -1,0 +1,353 @@
+"""The actors that hold the protocols, and the peer connection worker between them.
+
+``Membership`` holds the HyParView object and knows which connection worker reaches
+which peer; ``Gossip`` holds the Plumtree object and the client subscriptions;
+``PeerWorker`` is one TCP connection to another node. A dropped connection is a
+membership event: it becomes HyParView's ``PeerFailed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+from datetime import timedelta
+from typing import Any
+
+import msgpack
+from loguru import logger
+from thespian.actors import WakeupMessage
+
+from actors.base import SatelliteActor
+from actors.connection import Connection, SendFrames, StartWorker
+from protocols import hyparview, link, plumtree, wire
+from protocols.events import (
+    Broadcast,
+    CloseLink,
+    Deliver,
+    JoinVia,
+    NeighborDown,
+    NeighborUp,
+    PeerFailed,
+    Receive,
+    Send,
+    SetTimer,
+    TimerFired,
+)
+
+HYPARVIEW = frozenset(hyparview.MESSAGES)
+PLUMTREE = frozenset(plumtree.MESSAGES)
+
+
+# --- messages between the node's actors -------------------------------------------------------
+
+
+class PeerUp:
+    def __init__(self, peer: str, hello: link.Hello, worker: Any) -> None:
+        self.peer, self.hello, self.worker = peer, hello, worker
+
+
+class PeerGone:
+    def __init__(self, peer: str, worker: Any) -> None:
+        self.peer, self.worker = peer, worker
+
+
+class FromPeer:
+    def __init__(self, peer: str, message: Any) -> None:
+        self.peer, self.message = peer, message
+
+
+class Link:
+    """Membership tells Gossip which worker now carries a neighbour (None: gone)."""
+
+    def __init__(self, peer: str, worker: Any) -> None:
+        self.peer, self.worker = peer, worker
+
+
+class Query:
+    """A question for an actor; the answer goes back to ``sender`` as ``Answer``."""
+
+    def __init__(self, what: str, token: Any) -> None:
+        self.what, self.token = what, token
+
+
+class Answer:
+    def __init__(self, what: str, token: Any, body: Any) -> None:
+        self.what, self.token, self.body = what, token, body
+
+
+class PublishEvent:
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name, self.data = name, data
+
+
+class SubscribeClient:
+    def __init__(self, names: tuple, worker: Any) -> None:
+        self.names, self.worker = names, worker
+
+
+class ClientGone:
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+
+
+def timer_delay(effect: SetTimer) -> timedelta:
+    return timedelta(seconds=max(0.0, effect.delay))
+
+
+# --- Membership ----------------------------------------------------------------------------------
+
+
+class Membership(SatelliteActor):
+    def init(self, args: dict) -> None:
+        self.me = args["peer"]
+        self.incarnation = args["incarnation"]
+        self.hv = hyparview.HyParView(self.me, random.Random(), self.incarnation)
+        self.workers: dict[str, list] = {}  # peer -> connection workers, first one sends
+        self.names: dict[str, str] = {}  # peer -> node id, from its Hello
+        self.outbox: dict[str, bytearray] = {}  # frames for peers we are connecting to
+        self.dialled: set[str] = set()  # outbox peers a worker was asked to dial
+        self.apply(self.hv.handle(time.monotonic(), TimerFired(hyparview.PromoteTick())))
+        for seed in args.get("join", []):
+            if seed != self.me:
+                self.apply(self.hv.handle(time.monotonic(), JoinVia(seed)))
+
+    def on_context(self) -> None:
+        for peer in list(self.outbox):
+            if peer not in self.dialled:
+                self._dial(peer)
+        # Gossip restarted: tell it every link we hold.
+        gossip = self.context.get("gossip")
+        if gossip is not None:
+            for peer in self.hv.active_view:
+                if peer in self.workers:
+                    self.send(gossip, Link(peer, self.workers[peer][0]))
+
+    def handle(self, msg: Any, sender: Any) -> None:
+        now = time.monotonic()
+        if isinstance(msg, FromPeer):
+            if type(msg.message) in HYPARVIEW:
+                self.apply(self.hv.handle(now, Receive(msg.peer, msg.message)))
+        elif isinstance(msg, WakeupMessage):
+            self.apply(self.hv.handle(now, TimerFired(msg.payload)))
+        elif isinstance(msg, PeerUp):
+            self._peer_up(msg)
+        elif isinstance(msg, PeerGone):
+            self._peer_gone(now, msg)
+        elif isinstance(msg, Query):
+            self.send(sender, Answer(msg.what, msg.token, self.answer(msg.what)))
+
+    def answer(self, what: str) -> Any:
+        if what == "members":
+            out = [{"node": self.node_id, "addr": self.me, "status": "self"}]
+            for peer in self.hv.active_view:
+                out.append({"node": self.names.get(peer, "?"), "addr": peer, "status": "alive"})
+            for peer in self.hv.passive_view:
+                out.append({"node": self.names.get(peer, "?"), "addr": peer, "status": "known"})
+            return out
+        return {
+            "peer": self.me,
+            "incarnation": self.incarnation,
+            "active_view": list(self.hv.active_view),
+            "passive_view": list(self.hv.passive_view),
+        }
+
+    def _peer_up(self, msg: PeerUp) -> None:
+        peer = msg.peer
+        self.names[peer] = msg.hello.node
+        workers = self.workers.setdefault(peer, [])
+        if msg.worker not in workers:
+            workers.append(msg.worker)
+        pending = self.outbox.pop(peer, None)
+        self.dialled.discard(peer)
+        if pending:
+            self.send(workers[0], SendFrames(bytes(pending)))
+        gossip = self.context.get("gossip")
+        if gossip is not None and peer in self.hv.active_view:
+            self.send(gossip, Link(peer, workers[0]))
+
+    def _peer_gone(self, now: float, msg: PeerGone) -> None:
+        workers = self.workers.get(msg.peer, [])
+        if msg.worker in workers:
+            workers.remove(msg.worker)
+        if workers:
+            # Another connection to the same peer still stands (both dialled at once).
+            gossip = self.context.get("gossip")
+            if gossip is not None and msg.peer in self.hv.active_view:
+                self.send(gossip, Link(msg.peer, workers[0]))
+            return
+        self.workers.pop(msg.peer, None)
+        self.outbox.pop(msg.peer, None)
+        self.dialled.discard(msg.peer)
+        self.apply(self.hv.handle(now, PeerFailed(msg.peer)))
+
+    def apply(self, effects: list) -> None:
+        gossip = self.context.get("gossip")
+        for effect in effects:
+            kind = type(effect)
+            if kind is Send:
+                self._send(effect.peer, wire.encode(effect.message))
+            elif kind is SetTimer:
+                self.wakeupAfter(timer_delay(effect), payload=effect.timer)
+            elif kind is CloseLink:
+                for worker in self.workers.get(effect.peer, []):
+                    self.send(worker, SendFrames(b"", close=True))
+            elif kind is NeighborUp:
+                workers = self.workers.get(effect.peer)
+                if gossip is not None and workers:
+                    self.send(gossip, Link(effect.peer, workers[0]))
+            elif kind is NeighborDown:
+                if gossip is not None:
+                    self.send(gossip, Link(effect.peer, None))
+
+    def _send(self, peer: str, frame: bytes) -> None:
+        workers = self.workers.get(peer)
+        if workers:
+            self.send(workers[0], SendFrames(frame))
+            return
+        pending = self.outbox.get(peer)
+        if pending is None:
+            # No connection yet: dial one; the frames wait for its Hello.
+            self.outbox[peer] = bytearray(frame)
+            self._dial(peer)
+        elif len(pending) < (1 << 20):
+            pending += frame
+
+    def _dial(self, peer: str) -> None:
+        dialer = self.context.get("peer_workers")
+        if dialer is None:
+            return  # started before the worker supervisor: on_context dials
+        self.dialled.add(peer)
+        self.send(dialer, StartWorker({"connect": peer}))
+
+
+# --- Gossip ------------------------------------------------------------------------------------
+
+
+class Gossip(SatelliteActor):
+    def init(self, args: dict) -> None:
+        self.pt = plumtree.Plumtree(args["peer"], random.Random())
+        self.links: dict[str, Any] = {}
+        self.subscribers: dict[str, tuple[Any, frozenset]] = {}  # str(addr) -> (addr, names)
+        self.counter = 0
+        self.apply(self.pt.handle(time.monotonic(), TimerFired(plumtree.AntiEntropyTick())))
+
+    def handle(self, msg: Any, sender: Any) -> None:
+        now = time.monotonic()
+        if isinstance(msg, FromPeer):
+            if type(msg.message) in PLUMTREE:
+                self.apply(self.pt.handle(now, Receive(msg.peer, msg.message)))
+        elif isinstance(msg, WakeupMessage):
+            self.apply(self.pt.handle(now, TimerFired(msg.payload)))
+        elif isinstance(msg, Link):
+            if msg.worker is None:
+                self.links.pop(msg.peer, None)
+                self.apply(self.pt.handle(now, NeighborDown(msg.peer)))
+            else:
+                new = msg.peer not in self.links
+                self.links[msg.peer] = msg.worker
+                if new:
+                    self.apply(self.pt.handle(now, NeighborUp(msg.peer)))
+        elif isinstance(msg, PublishEvent):
+            self.counter += 1
+            seed = f"{self.node_id}/{os.getpid()}/{time.time_ns()}/{self.counter}".encode()
+            mid = hashlib.blake2b(seed, digest_size=16).digest()
+            payload = wire.encode(link.Event(msg.name, msg.data, self.node_id))
+            self.apply(self.pt.handle(now, Broadcast(mid, payload)))
+        elif isinstance(msg, SubscribeClient):
+            self.subscribers[str(msg.worker)] = (msg.worker, frozenset(msg.names))
+        elif isinstance(msg, ClientGone):
+            self.subscribers.pop(str(msg.worker), None)
+        elif isinstance(msg, Query):
+            body = {
+                "eager_peers": list(self.pt.eager_peers),
+                "lazy_peers": list(self.pt.lazy_peers),
+            }
+            self.send(sender, Answer(msg.what, msg.token, body))
+
+    def apply(self, effects: list) -> None:
+        for effect in effects:
+            kind = type(effect)
+            if kind is Send:
+                worker = self.links.get(effect.peer)
+                if worker is not None:
+                    self.send(worker, SendFrames(wire.encode(effect.message)))
+            elif kind is SetTimer:
+                self.wakeupAfter(timer_delay(effect), payload=effect.timer)
+            elif kind is Deliver:
+                self.deliver(effect)
+
+    def deliver(self, effect: Deliver) -> None:
+        try:
+            event = wire.decode_frame(effect.payload)
+        except wire.WireError as exc:
+            logger.warning(
+                "[{}] Gossip: broadcast {} is not an event: {}", self.node_id, effect.id.hex(), exc
+            )
+            return
+        if type(event) is not link.Event:
+            return
+        delivery = link.Delivery(event.name, event.data, event.origin, effect.id)
+        for worker, names in self.subscribers.values():
+            if event.name in names or "*" in names:
+                self.send(worker, delivery)
+
+
+# --- PeerWorker ------------------------------------------------------------------------------
+
+
+class PeerWorker(Connection):
+    """One TCP connection to another node."""
+
+    def connected(self) -> None:
+        # Both ends introduce themselves at once.
+        self.write(self.context["hello"])
+
+    def init(self, args: dict) -> None:
+        self.init_args = args
+        self.dialled = args.get("connect")
+        self.peer: str | None = None
+        super().init(args)
+
+    def connect_failed(self, exc: OSError) -> None:
+        membership = self.context.get("membership")
+        if membership is not None:
+            self.send(membership, PeerGone(self.init_args["connect"], self.myAddress))
+        self.exit_normally()
+
+    def on_frame(self, msg: Any) -> None:
+        kind = type(msg)
+        if self.peer is None:
+            if kind is not link.Hello or msg.version != link.PROTOCOL_VERSION:
+                self.close(
+                    f"expected a Hello (version {link.PROTOCOL_VERSION}), got {kind.__name__}",
+                    bad=True,
+                )
+                return
+            if self.dialled and msg.peer != self.dialled:
+                self.close(f"dialled {self.dialled} but {msg.peer} answered", bad=True)
+                return
+            self.peer = msg.peer
+            self.remote = msg.peer
+            self.send(self.context["membership"], PeerUp(msg.peer, msg, self.myAddress))
+        elif kind in HYPARVIEW:
+            self.send(self.context["membership"], FromPeer(self.peer, msg))
+        elif kind in PLUMTREE:
+            self.send(self.context["gossip"], FromPeer(self.peer, msg))
+        elif kind is not link.Ping:
+            self.close(f"{kind.__name__} has no business on a peer link", bad=True)
+
+    def on_idle(self) -> None:
+        if time.monotonic() - self.last_tx >= self.keepalive:
+            self.write(wire.encode(link.Ping()))
+
+    def closed(self, reason: str) -> None:
+        membership = self.context.get("membership")
+        peer = self.peer or self.init_args.get("connect")
+        if membership is not None and peer is not None:
+            self.send(membership, PeerGone(peer, self.myAddress))
+
+
+def pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)

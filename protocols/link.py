@@ -1,0 +1,135 @@
+"""Messages of the node's own links (peer connections and the client port), and the
+event an Antenna publishes, registered with the wire format.
+
+Client data is arbitrary msgpack inside a ``bytes`` field, so the wire's strict
+schemas stay strict while users publish whatever they like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocols.wire import INCARNATION, PEER, Blob, Seq, Text, UInt, register
+
+PROTOCOL_VERSION = 1
+NAME = Text(1, 255)
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First frame on a peer connection, both ways: who is at the other end."""
+
+    version: int
+    node: str  # the node id, for people
+    peer: str  # host:port of its peer port: its identity in the overlay
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Keepalive on an idle peer link: a dead link is a membership event."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """What travels inside a Plumtree GOSSIP: a named event from one node."""
+
+    name: str
+    data: bytes  # msgpack of the publisher's value
+    origin: str  # node id of the publisher
+
+
+# -- the client protocol (Antenna <-> node) --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHello:
+    version: int
+    client: str
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    version: int
+    node: str
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    names: tuple  # event names; "*" for all
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    req: int
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    req: int
+    what: str  # "members" | "topology"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    req: int
+    ok: int  # 1 ok, 0 error (then body is an error message, utf-8)
+    body: bytes  # msgpack
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An event pushed to a subscribed client."""
+
+    name: str
+    data: bytes
+    origin: str
+    id: bytes
+
+
+REQ = UInt((1 << 32) - 1)
+register(
+    "hello",
+    Hello,
+    [
+        ("v", "version", UInt(65535)),
+        ("node", "node", NAME),
+        ("peer", "peer", PEER),
+        ("inc", "incarnation", INCARNATION),
+    ],
+)
+register("ping", Ping, [])
+register(
+    "event", Event, [("name", "name", NAME), ("data", "data", Blob()), ("origin", "origin", NAME)]
+)
+register("client_hello", ClientHello, [("v", "version", UInt(65535)), ("client", "client", NAME)])
+register(
+    "welcome",
+    Welcome,
+    [("v", "version", UInt(65535)), ("node", "node", NAME), ("peer", "peer", PEER)],
+)
+register("refused", Refused, [("reason", "reason", Text(1, 1000))])
+register("subscribe", Subscribe, [("names", "names", Seq(NAME, 256))])
+register(
+    "publish", Publish, [("req", "req", REQ), ("name", "name", NAME), ("data", "data", Blob())]
+)
+register("request", Request, [("req", "req", REQ), ("what", "what", NAME)])
+register("reply", Reply, [("req", "req", REQ), ("ok", "ok", UInt(1)), ("body", "body", Blob())])
+register(
+    "delivery",
+    Delivery,
+    [
+        ("name", "name", NAME),
+        ("data", "data", Blob()),
+        ("origin", "origin", NAME),
+        ("id", "id", Blob(1, 64)),
+    ],
+)

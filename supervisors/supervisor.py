@@ -1,0 +1,268 @@
+"""The supervisor actor: Thespian I/O around the pure OTP logic of ``supervisors.core``.
+
+Thespian facts it handles (DESIGN.md section 3): ``ChildActorExited`` carries no
+reason and may come several times (the core ignores exits of handles that are not
+current); "normal" exits are announced by the child beforehand (``ExitingNormally``);
+kills are SIGKILLs of the pid the child reported when it started.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import time
+from datetime import timedelta
+from typing import Any
+
+import psutil
+from loguru import logger
+from thespian.actors import ActorExitRequest, ChildActorExited, WakeupMessage
+
+from actors.base import (
+    Context,
+    ExitingNormally,
+    Init,
+    SatelliteActor,
+    Started,
+)
+from actors.connection import StartWorker
+from actors.overlay import Answer, Query
+from supervisors import core
+
+ESCALATE_STATUS = 71
+
+
+class Shutdown:
+    """Ask a supervisor for an orderly stop of its subtree; it answers ``ShutdownDone``."""
+
+
+class ShutdownDone:
+    pass
+
+
+def _import(path: str) -> type:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _pss(pid: int | None) -> int | None:
+    if pid is None:
+        return None
+    try:
+        return psutil.Process(pid).memory_full_info().pss
+    except (psutil.Error, AttributeError):
+        return None
+
+
+class Supervisor(SatelliteActor):
+    def init(self, args: dict) -> None:
+        self.flags = core.SupFlags(**args["flags"])
+        self.specs = [core.ChildSpec(**spec) for spec in args["children"]]
+        self.core = core.Supervisor(self.flags, self.specs)
+        self.addresses: dict[str, Any] = {}  # handle -> actor address
+        self.pids: dict[str, int] = {}  # handle -> pid
+        self.started_at: dict[str, float] = {}
+        self.normal: set[str] = set()  # handles that announced a normal exit
+        self.topology_waits: dict[Any, dict] = {}
+        self.shutdown_to: Any = None
+        self.launcher_pid = args.get("launcher_pid")
+        if args.get("name"):
+            self.context[args["name"]] = self.myAddress
+        if self.launcher_pid:
+            self.wakeupAfter(timedelta(seconds=1), payload="launcher")
+        self.apply(self.core.init(time.monotonic()))
+
+    # -- context for the children ---------------------------------------------------------
+
+    def child_context(self) -> dict:
+        ctx = dict(self.context)
+        for row in self.core.which_children():
+            handle = row.get("handle")
+            if handle in self.addresses and row.get("state") == "running":
+                ctx[row["id"]] = self.addresses[handle]
+        return ctx
+
+    def broadcast_context(self) -> None:
+        ctx = Context(self.child_context())
+        for handle, address in self.addresses.items():
+            if handle in self.pids:
+                self.send(address, ctx)
+
+    def on_context(self) -> None:
+        self.broadcast_context()
+
+    # -- messages -------------------------------------------------------------------------
+
+    def handle(self, msg: Any, sender: Any) -> None:
+        now = time.monotonic()
+        if isinstance(msg, Started):
+            handle = str(sender)
+            self.addresses[handle] = sender
+            self.pids[handle] = msg.pid
+            self.started_at[handle] = time.time()
+            self.apply(self.core.started(now, msg.child_id, handle))
+            self.broadcast_context()
+        elif isinstance(msg, ChildActorExited):
+            handle = str(msg.childAddress)
+            normal = handle in self.normal
+            self.normal.discard(handle)
+            self.pids.pop(handle, None)
+            self.addresses.pop(handle, None)
+            self.apply(self.core.exited(now, handle, normal))
+        elif isinstance(msg, ExitingNormally):
+            self.normal.add(str(sender))
+        elif isinstance(msg, StartWorker):
+            self.apply(self.core.start_child(now, msg.args))
+        elif isinstance(msg, WakeupMessage):
+            if msg.payload == "launcher":
+                self.watch_launcher()
+            elif isinstance(msg.payload, tuple) and msg.payload[0] == "topology":
+                self.finish_topology(msg.payload[1])
+            else:
+                self.apply(self.core.timer(now, msg.payload))
+        elif isinstance(msg, Query):
+            self.topology(msg, sender)
+        elif isinstance(msg, Answer):
+            self.topology_part(msg)
+        elif isinstance(msg, Shutdown):
+            self.shutdown_to = sender
+            self.apply(self.core.shutdown(now))
+
+    def apply(self, effects: list) -> None:
+        for effect in effects:
+            kind = type(effect)
+            if kind is core.StartChild:
+                self.start(effect)
+            elif kind is core.StopChild:
+                address = self.addresses.get(effect.handle)
+                if address is not None:
+                    self.send(address, ActorExitRequest())
+            elif kind is core.KillChild:
+                pid = self.pids.get(effect.handle)
+                if pid is not None:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            elif kind is core.SetTimer:
+                self.wakeupAfter(timedelta(seconds=max(0.0, effect.delay)), payload=effect.timer)
+            elif kind is core.Log:
+                logger.log(
+                    effect.level.upper(), "[{}] {}: {}", self.node_id, self.role, effect.text
+                )
+            elif kind is core.Escalate:
+                # Our children are gone; crash so that our own supervisor decides.
+                logger.error("[{}] {} gives up: {}", self.node_id, self.role, effect.reason)
+                os._exit(ESCALATE_STATUS)
+            elif kind is core.Stopped:
+                if self.shutdown_to is not None:
+                    self.send(self.shutdown_to, ShutdownDone())
+                self.exit_normally()
+
+    def start(self, effect: Any) -> None:
+        spec = effect.spec
+        args = {**dict(spec.args), **dict(effect.args or {}), "child_id": effect.id}
+        address = self.createActor(_import(spec.start))
+        self.addresses[str(address)] = address
+        self.core.spawned(effect.id, str(address))
+        role = args.get("role") or spec.start.rpartition(".")[2]
+        self.send(address, Init(self.node_id, role, args, self.child_context()))
+
+    # -- the launcher watch ---------------------------------------------------------------
+
+    def watch_launcher(self) -> None:
+        """If run_node.py was SIGKILLed, take the whole node down: Thespian's admin and
+        logger would otherwise live on as orphans and keep the admin port."""
+        try:
+            os.kill(self.launcher_pid, 0)
+            alive = psutil.Process(self.launcher_pid).status() != psutil.STATUS_ZOMBIE
+        except (ProcessLookupError, psutil.Error):
+            alive = False
+        if alive:
+            self.wakeupAfter(timedelta(seconds=1), payload="launcher")
+            return
+        try:
+            admin = psutil.Process(os.getppid())
+            for sibling in admin.children():
+                if sibling.pid != os.getpid():
+                    sibling.kill()
+            admin.kill()
+        except psutil.Error:
+            pass
+        os._exit(0)  # our children follow through PR_SET_PDEATHSIG
+
+    # -- topology -------------------------------------------------------------------------
+
+    def rows(self) -> list[dict]:
+        out = []
+        now = time.time()
+        for row in self.core.which_children():
+            handle = row.get("handle")
+            pid = self.pids.get(handle)
+            spec_type = row.get("type", "worker")
+            out.append(
+                {
+                    "id": row["id"],
+                    "type": spec_type,
+                    "restart": row.get("restart"),
+                    "state": row.get("state"),
+                    "restarts": row.get("restarts", 0),
+                    "pid": pid,
+                    "uptime": round(now - self.started_at[handle], 3)
+                    if handle in self.started_at
+                    else None,
+                    "pss": _pss(pid),
+                    "children": [],
+                }
+            )
+        return out
+
+    def topology(self, msg: Query, sender: Any) -> None:
+        rows = self.rows()
+        me = {
+            "id": self.child_id,
+            "type": "supervisor",
+            "strategy": self.flags.strategy,
+            "pid": os.getpid(),
+            "pss": _pss(os.getpid()),
+            "children": rows,
+        }
+        waiting = {}
+        for row in rows:
+            handle = next(
+                (r.get("handle") for r in self.core.which_children() if r["id"] == row["id"]),
+                None,
+            )
+            if row["type"] == "supervisor" and handle in self.addresses:
+                waiting[row["id"]] = row
+                self.send(self.addresses[handle], Query("topology", (id(msg), row["id"])))
+        entry = {
+            "reply_to": sender,
+            "token": msg.token,
+            "what": msg.what,
+            "tree": me,
+            "waiting": waiting,
+        }
+        if not waiting:
+            self.send(sender, Answer(msg.what, msg.token, me))
+            return
+        self.topology_waits[id(msg)] = entry
+        self.wakeupAfter(timedelta(seconds=1), payload=("topology", id(msg)))
+
+    def topology_part(self, msg: Answer) -> None:
+        key, child_id = msg.token
+        entry = self.topology_waits.get(key)
+        if entry is None:
+            return
+        row = entry["waiting"].pop(child_id, None)
+        if row is not None:
+            row["strategy"] = msg.body.get("strategy")
+            row["children"] = msg.body.get("children", [])
+        if not entry["waiting"]:
+            self.finish_topology(key)
+
+    def finish_topology(self, key: Any) -> None:
+        entry = self.topology_waits.pop(key, None)
+        if entry is not None:
+            self.send(entry["reply_to"], Answer(entry["what"], entry["token"], entry["tree"]))

@@ -1,0 +1,90 @@
+"""The node's supervision tree, as data (like an OTP application's ``*_sup`` module).
+
+    node_sup              rest_for_one, 5 restarts in 10 s
+    ├── membership        permanent   HyParView, and which connection reaches which peer
+    ├── gossip            permanent   Plumtree, and who among the clients wants what
+    ├── peer_workers      supervisor  simple_one_for_one: one PeerWorker per TCP link (temporary)
+    ├── peer_listener     permanent   accepts on the peer port
+    ├── client_workers    supervisor  simple_one_for_one: one ClientWorker per Antenna (temporary)
+    └── client_gateway    permanent   accepts on the client port
+
+Why rest_for_one: each child depends on the ones before it and not on those after.
+Gossip's eager/lazy sets are derived from Membership's active view, so a Membership
+restart (its views are gone) must restart Gossip too; every connection worker sends
+to Membership and Gossip by address, so when either restarts, the links go down with
+them and HyParView rebuilds them from the passive view and the seeds. A listener or
+a worker dying touches nobody before it. Connection workers are temporary: a broken
+TCP connection is not restarted by the supervisor, it is a membership event, and
+HyParView decides whether to dial again. The two worker supervisors are
+simple_one_for_one, OTP's pattern for many children of one kind started on demand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def worker(
+    id: str, start: str, args: dict | None = None, restart: str = "permanent", role: str = ""
+) -> dict:
+    role = role or start.rpartition(".")[2]
+    return {
+        "id": id,
+        "start": start,
+        "args": dict(args or {}, role=role),
+        "restart": restart,
+        "shutdown": 2.0,
+        "type": "worker",
+    }
+
+
+def supervisor(id: str, flags: dict, children: list[dict], args: dict | None = None) -> dict:
+    sup_args = {"flags": flags, "children": children, "role": f"Supervisor:{id}", **(args or {})}
+    return {
+        "id": id,
+        "start": "supervisors.supervisor.Supervisor",
+        "args": sup_args,
+        "restart": "permanent",
+        "shutdown": "infinity",
+        "type": "supervisor",
+    }
+
+
+def node_tree(config: dict[str, Any]) -> dict:
+    """The child spec of ``node_sup`` for one node's config."""
+    peer = config["peer"]
+    return supervisor(
+        "node_sup",
+        {"strategy": "rest_for_one", "intensity": 5, "period": 10.0},
+        [
+            worker(
+                "membership",
+                "actors.overlay.Membership",
+                {"peer": peer, "incarnation": config["incarnation"], "join": config["join"]},
+            ),
+            worker("gossip", "actors.overlay.Gossip", {"peer": peer}),
+            supervisor(
+                "peer_workers",
+                {"strategy": "simple_one_for_one", "intensity": 1000, "period": 1.0},
+                [worker("peer_worker", "actors.overlay.PeerWorker", restart="temporary")],
+            ),
+            worker(
+                "peer_listener",
+                "actors.connection.Listener",
+                {"bind": config["bind"], "workers": "peer_workers"},
+                role="Listener",
+            ),
+            supervisor(
+                "client_workers",
+                {"strategy": "simple_one_for_one", "intensity": 1000, "period": 1.0},
+                [worker("client_worker", "actors.client.ClientWorker", restart="temporary")],
+            ),
+            worker(
+                "client_gateway",
+                "actors.connection.Listener",
+                {"bind": config["client"], "workers": "client_workers"},
+                role="ClientGateway",
+            ),
+        ],
+        {"name": "node_sup", "launcher_pid": config.get("launcher_pid")},
+    )

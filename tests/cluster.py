@@ -1,0 +1,175 @@
+"""Real nodes on 127.0.0.1 for tests: start ``run_node.py`` processes, wait on
+conditions with deadlines, and stop everything they started, by process id.
+
+A node's processes are the launcher, Thespian's admin (which detaches itself, so it
+is found by its admin port) and everything below the admin."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from satellite import Antenna
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_OFFSET = 20000
+
+
+def free_port_block(count: int, start: int = 17400) -> int:
+    """A base port with ``count`` free peer ports, client ports (+1000) and admin ports."""
+    base = start + (os.getpid() % 50) * 40
+    for offset in range(0, 4000, 40):
+        candidate = base + offset
+        ports = [candidate + i for i in range(count)]
+        ports += [p + 1000 for p in ports] + [p + ADMIN_OFFSET for p in ports]
+        if all(_free(p) for p in ports):
+            return candidate
+    raise RuntimeError("no free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = condition()
+        except Exception as exc:  # noqa: BLE001 - a node that is not up yet
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+class Node:
+    def __init__(self, name: str, peer_port: int, data_dir: Path, join: list[str]) -> None:
+        self.name = name
+        self.peer_port = peer_port
+        self.client_port = peer_port + 1000
+        self.admin_port = peer_port + ADMIN_OFFSET
+        self.peer = f"127.0.0.1:{peer_port}"
+        self.data_dir = data_dir
+        self.join = join
+        self.proc: subprocess.Popen | None = None
+        self.log = data_dir.parent / f"{name}.log"
+
+    def start(self) -> Node:
+        cmd = [sys.executable, str(ROOT / "run_node.py"), "--node-id", self.name,
+               "--bind", self.peer, "--client", f"127.0.0.1:{self.client_port}",
+               "--data-dir", str(self.data_dir)]
+        for seed in self.join:
+            cmd += ["--join", seed]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        return self
+
+    def antenna(self) -> Antenna:
+        return Antenna("127.0.0.1", self.client_port, timeout=5.0)
+
+    def wait_up(self, timeout: float = 20.0) -> None:
+        def up() -> bool:
+            with self.antenna() as a:
+                return bool(a.members())
+
+        wait_for(up, timeout, f"{self.name} to answer on its client port", step=0.2)
+
+    def pids(self) -> set[int]:
+        """Every process of this node still alive: launcher, admin and all below."""
+        found: set[int] = set()
+        roots = []
+        if self.proc is not None:
+            roots.append(self.proc.pid)
+        marker = f":{self.admin_port})"
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            cmdline = " ".join(p.info["cmdline"] or [])
+            if marker in cmdline and "MultiProcAdmin" in cmdline:
+                roots.append(p.info["pid"])
+            elif f"satellite[{self.name}]" in cmdline:
+                found.add(p.info["pid"])
+        for pid in roots:
+            try:
+                proc = psutil.Process(pid)
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.add(pid)
+                found.update(
+                    c.pid for c in proc.children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE
+                )
+            except psutil.Error:
+                pass
+        alive = set()
+        for pid in found:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.add(pid)
+            except psutil.Error:
+                pass
+        return alive
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL every process of the node, by pid."""
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.proc is not None:
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+class Cluster:
+    def __init__(self, tmp: Path, count: int) -> None:
+        self.base = free_port_block(count)
+        self.nodes: list[Node] = []
+        seed = f"127.0.0.1:{self.base}"
+        for i in range(count):
+            join = [] if i == 0 else [seed]
+            self.nodes.append(Node(f"n{i}", self.base + i, tmp / f"n{i}", join))
+
+    def start(self) -> Cluster:
+        for node in self.nodes:
+            node.start()
+        for node in self.nodes:
+            node.wait_up()
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def leftovers(self) -> set[int]:
+        left: set[int] = set()
+        for node in self.nodes:
+            left |= node.pids()
+        return left
