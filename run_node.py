@@ -174,11 +174,20 @@ def run(config: dict[str, Any]) -> int:
     config["launcher_pid"] = os.getpid()
 
     loopback_only()  # before the actor system opens any socket
-    system = ActorSystem(
-        "multiprocTCPBase",
-        {"Admin Port": config["admin_port"]},
-        logDefs={"version": 1, "root": {"level": "CRITICAL", "handlers": []}},
-    )
+    try:
+        system = ActorSystem(
+            "multiprocTCPBase",
+            {"Admin Port": config["admin_port"]},
+            logDefs={"version": 1, "root": {"level": "CRITICAL", "handlers": []}},
+        )
+    except Exception as exc:  # Thespian raises several kinds here; all mean the same
+        print(
+            f"run_node.py: error: cannot start the actor system on admin port "
+            f"{config['admin_port']} ({type(exc).__name__}); is another node using it? "
+            "Pass --admin-port.",
+            file=sys.stderr,
+        )
+        return 1
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

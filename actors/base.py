@@ -176,7 +176,9 @@ class SatelliteActor(Actor):
         os._exit(CRASH_STATUS)
 
     def exit_normally(self) -> None:
-        """Leave deliberately: the supervisor will not count it as a crash."""
+        """Leave deliberately: the supervisor marks the exit normal, then stops us, so
+        its notice of our exit can never overtake the news that it was normal."""
         if self.supervisor is not None and self.child_id is not None:
             self.send(self.supervisor, ExitingNormally(self.child_id))
-        self.send(self.myAddress, ActorExitRequest())
+        else:
+            self.send(self.myAddress, ActorExitRequest())

@@ -485,9 +485,10 @@ class HyParView:
             if len(self.active_view) < c.active_size:
                 self._tried.clear()  # a while has passed: those who refused may have room
                 self._fill_active(now, out)
-                if not self.active_view and not self._pending and self.contacts:
-                    # Alone, and nobody in the passive view answered: join again, like
-                    # Serf's retry_join, through the contacts we were given in turn.
+                if len(self.active_view) < c.active_min and not self._pending and self.contacts:
+                    # Below the minimum and nobody in the passive view to ask: join again,
+                    # like Serf's retry_join, through the contacts we were given in turn.
+                    # (A pair that only knows each other is an island no other rule breaks.)
                     contact = self.contacts.pop(0)
                     self._join(contact, out)
             out.append(SetTimer(c.promote_interval, timer))

@@ -112,6 +112,7 @@ class Supervisor(SatelliteActor):
             self.apply(self.core.exited(now, handle, normal))
         elif isinstance(msg, ExitingNormally):
             self.normal.add(str(sender))
+            self.send(sender, ActorExitRequest())
         elif isinstance(msg, StartWorker):
             self.apply(self.core.start_child(now, msg.args))
         elif isinstance(msg, WakeupMessage):

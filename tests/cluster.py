@@ -24,10 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 ADMIN_OFFSET = 20000
 
 
-def free_port_block(count: int, start: int = 17400) -> int:
-    """A base port with ``count`` free peer ports, client ports (+1000) and admin ports."""
-    base = start + (os.getpid() % 50) * 40
-    for offset in range(0, 4000, 40):
+def free_port_block(count: int, start: int = 10000) -> int:
+    """A base port with ``count`` free peer ports, client ports (+1000) and admin ports
+    (+20000). Kept below Linux's ephemeral range (32768 and up), where Thespian's own
+    actor sockets would otherwise take an admin port first."""
+    base = start + (os.getpid() % 25) * 40
+    for offset in range(0, 1000 - 40, 40):
         candidate = base + offset
         ports = [candidate + i for i in range(count)]
         ports += [p + 1000 for p in ports] + [p + ADMIN_OFFSET for p in ports]
@@ -108,12 +110,8 @@ class Node:
                 found.add(p.info["pid"])
         for pid in roots:
             try:
-                proc = psutil.Process(pid)
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.add(pid)
-                found.update(
-                    c.pid for c in proc.children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE
-                )
+                found.add(pid)
+                found.update(c.pid for c in psutil.Process(pid).children(recursive=True))
             except psutil.Error:
                 pass
         alive = set()
