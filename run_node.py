@@ -142,6 +142,15 @@ def _primary_ip() -> str:
             return "127.0.0.1"
 
 
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def next_incarnation(data_dir: str) -> int:
     """One more than last time: a restarted node never reuses its link identity."""
     path = Path(data_dir) / "incarnation"
@@ -161,7 +170,7 @@ def run(config: dict[str, Any]) -> int:
     from loguru import logger
     from thespian.actors import ActorSystem
 
-    from actors.base import Init, loopback_only, set_title
+    from actors.base import Init, Started, loopback_only, set_title
     from protocols import link, wire
     from supervisors.supervisor import Shutdown, Supervisor
     from supervisors.tree import node_tree
@@ -199,7 +208,11 @@ def run(config: dict[str, Any]) -> int:
         )
         context = {"peer": config["peer"], "hello": hello}
         args = dict(spec["args"], child_id="node_sup")
-        system.tell(top, Init(config["node_id"], "Supervisor:node_sup", args, context))
+        init = Init(config["node_id"], "Supervisor:node_sup", args, context)
+        started = system.ask(top, init, 10)
+        if not isinstance(started, Started):
+            logger.error("[{}] the supervision tree did not start", config["node_id"])
+            return 1
         logger.info(
             "[{}] up: peer {} client {} incarnation {}",
             config["node_id"],
@@ -207,7 +220,12 @@ def run(config: dict[str, Any]) -> int:
             config["client"],
             incarnation,
         )
-        stop.wait()
+        # Wait for a signal, or for the tree to give up (node_sup escalates by exiting):
+        # then this process exits non-zero and systemd, or whoever started us, decides.
+        while not stop.wait(0.5):
+            if not _alive(started.pid):
+                logger.error("[{}] the supervision tree gave up; stopping", config["node_id"])
+                return 1
         logger.info("[{}] stopping", config["node_id"])
         system.ask(top, Shutdown(), 5)
     finally:

@@ -117,12 +117,17 @@ class ReconnectTick:
 
 
 @dataclass(frozen=True, slots=True)
+class JoinRetry:
+    contact: Peer
+
+
+@dataclass(frozen=True, slots=True)
 class NeighborTimeout:
     peer: Peer
     attempt: int
 
 
-TIMERS = (ShuffleTick, PromoteTick, ReconnectTick, NeighborTimeout)
+TIMERS = (ShuffleTick, PromoteTick, ReconnectTick, NeighborTimeout, JoinRetry)
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -144,6 +149,8 @@ class Config:
     shuffle_with_passive: float = 0.25  # share of shuffles sent straight to a passive peer
     neighbor_timeout: float = 0.5
     promote_interval: float = 5.0
+    join_retry_min: float = 0.25  # first retry of a JOIN whose contact was not up
+    join_retry_max: float = 10.0
     reconnect_interval: float = 10.0
     reconnect_size: int = 16  # how many failed peers to remember for reconnection
     reconnect_timeout: float = 3600.0  # forget a failed peer after this long
@@ -156,6 +163,7 @@ class _Pending:
     attempt: int
     high_priority: bool
     reconnect: bool
+    join: bool = False
 
 
 @dataclass(slots=True)
@@ -176,6 +184,7 @@ class HyParView:
     failed: dict = field(default_factory=dict)
     contacts: list = field(default_factory=list)  # who we joined through: retried when alone
     _tried: set = field(default_factory=set)  # rejected us since we last gained a link
+    _join_failures: int = 0  # failed JOINs in a row, for the retry backoff
     _last_shuffle: tuple = ()  # what our last SHUFFLE carried, dropped first on its reply
     _started: bool = False
 
@@ -245,6 +254,7 @@ class HyParView:
         self._pending.pop(peer, None)
         self.failed.pop(peer, None)
         self._tried.clear()
+        self._join_failures = 0
         self.active_view[peer] = incarnation
         out.append(NeighborUp(peer))
 
@@ -275,7 +285,7 @@ class HyParView:
         if contact not in self.contacts:
             self.contacts.append(contact)
         self._attempts += 1
-        self._pending[contact] = _Pending(self._attempts, True, False)
+        self._pending[contact] = _Pending(self._attempts, True, False, join=True)
         out.append(Send(contact, Join(self.incarnation)))
         out.append(SetTimer(self.config.neighbor_timeout, NeighborTimeout(contact, self._attempts)))
 
@@ -411,6 +421,13 @@ class HyParView:
             self._remember_failed(now, peer)
         if was_active or pending is not None:
             self._fill_active(now, out)
+        if pending is not None and pending.join and not self.active_view:
+            # The seed is not up yet (nodes of an office often boot together): try it
+            # again soon, then less and less often, as Serf's retry_join does.
+            c = self.config
+            delay = min(c.join_retry_max, c.join_retry_min * 2**self._join_failures)
+            self._join_failures += 1
+            out.append(SetTimer(delay, JoinRetry(peer)))
 
     def _remember_failed(self, now: float, peer: Peer) -> None:
         self.failed.pop(peer, None)
@@ -492,6 +509,9 @@ class HyParView:
                     contact = self.contacts.pop(0)
                     self._join(contact, out)
             out.append(SetTimer(c.promote_interval, timer))
+        elif kind is JoinRetry:
+            if not self.active_view and timer.contact not in self._pending:
+                self._join(timer.contact, out)
         elif kind is ReconnectTick:
             self._reconnect(now, out)
             out.append(SetTimer(c.reconnect_interval, timer))

@@ -31,6 +31,7 @@ from protocols.hyparview import (
     ForwardJoin,
     HyParView,
     Join,
+    JoinRetry,
     Neighbor,
     NeighborReply,
     NeighborTimeout,
@@ -626,7 +627,8 @@ def test_alone_with_nobody_to_promote_the_promote_tick_joins_again_via_contacts(
     (timeout,) = timers(out, NeighborTimeout)
     fire(node, timeout.timer)  # contact 5 did not answer
     node.handle(T, JoinVia(6))
-    assert node.handle(T, PeerFailed(6)) == []  # contact 6 is unreachable
+    out = node.handle(T, PeerFailed(6))  # contact 6 is unreachable: only a retry timer
+    assert not sends(out) and len(timers(out, JoinRetry)) == len(out) == 1
     assert node.active_view == {} and node.passive_view == []
     # Alone, nothing passive, nothing outstanding: the contacts are tried again, in turn.
     for contact in (5, 6, 5):
@@ -634,6 +636,27 @@ def test_alone_with_nobody_to_promote_the_promote_tick_joins_again_via_contacts(
         assert sends(out) == [(contact, Join(0))]
         (timeout,) = timers(out, NeighborTimeout)
         fire(node, timeout.timer)
+
+
+def test_a_failed_join_is_retried_with_exponential_backoff_until_a_link_stands():
+    node = make(join_retry_min=0.25, join_retry_max=1.0)
+    node.handle(T, JoinVia(5))
+    delays = []
+    for _ in range(4):
+        (retry,) = [e for e in node.handle(T, PeerFailed(5)) if type(e) is SetTimer]
+        delays.append(retry.delay)
+        assert sends(fire(node, retry.timer)) == [(5, Join(0))]
+    assert delays == [0.25, 0.5, 1.0, 1.0]
+    recv(node, 5, NeighborReply(0, True))  # joined: the next failure starts from the minimum
+    node.handle(T, PeerFailed(5))
+    node.handle(T, JoinVia(5))
+    (retry,) = [e for e in node.handle(T, PeerFailed(5)) if type(e) is SetTimer]
+    assert retry.delay == 0.25
+
+
+def test_join_retry_does_nothing_once_linked():
+    node = make(active=[1])
+    assert not sends(fire(node, JoinRetry(5)))
 
 
 def test_promote_tick_does_not_rejoin_while_a_passive_peer_may_answer():
