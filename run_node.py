@@ -151,6 +151,21 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _kill_actor_system(admin_port: int) -> None:
+    import psutil
+
+    marker = f"ActorAddr-(T|:{admin_port})"
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "MultiProcAdmin" in cmdline and marker in cmdline:
+            try:
+                for child in proc.children(recursive=True):
+                    child.kill()
+                proc.kill()
+            except psutil.Error:
+                pass
+
+
 def next_incarnation(data_dir: str) -> int:
     """One more than last time: a restarted node never reuses its link identity."""
     path = Path(data_dir) / "incarnation"
@@ -197,6 +212,7 @@ def run(config: dict[str, Any]) -> int:
             file=sys.stderr,
         )
         return 1
+    status = 1
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -225,12 +241,18 @@ def run(config: dict[str, Any]) -> int:
         while not stop.wait(0.5):
             if not _alive(started.pid):
                 logger.error("[{}] the supervision tree gave up; stopping", config["node_id"])
-                return 1
-        logger.info("[{}] stopping", config["node_id"])
-        system.ask(top, Shutdown(), 5)
+                status = 1
+                break
+        else:
+            logger.info("[{}] stopping", config["node_id"])
+            system.ask(top, Shutdown(), 5)
+            status = 0
     finally:
-        system.shutdown()
-    return 0
+        if status == 0:
+            system.shutdown()
+        # Whatever Thespian left (its admin and logger outlive a dead tree), by pid.
+        _kill_actor_system(config["admin_port"])
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:

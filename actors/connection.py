@@ -61,7 +61,14 @@ class Connection(SatelliteActor):
         self.last_rx = self.last_tx = time.monotonic()
         self.remote = "?"
         if "fd" in args:
-            self.sock = socket.socket(fileno=args["fd"].detach())
+            try:
+                self.sock = socket.socket(fileno=args["fd"].detach())
+            except OSError as exc:
+                # The listener that accepted it died before we took the socket over.
+                logger.warning("[{}] {}: lost a new connection: {}", self.node_id, self.role, exc)
+                self.sock = None
+                self.exit_normally()
+                return
             host, port = self.sock.getpeername()[:2]
             self.remote = f"{host}:{port}"
         else:

@@ -37,6 +37,14 @@ from protocols.events import (
 )
 
 HYPARVIEW = frozenset(hyparview.MESSAGES)
+
+
+class WorkerExited:
+    """From a connection-worker supervisor (its ``notify`` arg): that worker is gone,
+    maybe SIGKILLed, and could not say goodbye itself."""
+
+    def __init__(self, address: Any) -> None:
+        self.address = address
 PLUMTREE = frozenset(plumtree.MESSAGES)
 
 
@@ -108,12 +116,18 @@ class Membership(SatelliteActor):
         self.names: dict[str, str] = {}  # peer -> node id, from its Hello
         self.outbox: dict[str, bytearray] = {}  # frames for peers we are connecting to
         self.dialled: set[str] = set()  # outbox peers a worker was asked to dial
+        self.dialer_seen = str(self.context.get("peer_workers"))
         self.apply(self.hv.handle(time.monotonic(), TimerFired(hyparview.PromoteTick())))
         for seed in args.get("join", []):
             if seed != self.me:
                 self.apply(self.hv.handle(time.monotonic(), JoinVia(seed)))
 
     def on_context(self) -> None:
+        dialer = self.context.get("peer_workers")
+        if dialer is not None and str(dialer) != self.dialer_seen:
+            # A new worker supervisor: what we asked the old one to dial is lost.
+            self.dialer_seen = str(dialer)
+            self.dialled.clear()
         for peer in list(self.outbox):
             if peer not in self.dialled:
                 self._dial(peer)
@@ -135,6 +149,8 @@ class Membership(SatelliteActor):
             self._peer_up(msg)
         elif isinstance(msg, PeerGone):
             self._peer_gone(now, msg)
+        elif isinstance(msg, WorkerExited):
+            self._worker_exited(now, msg.address)
         elif isinstance(msg, Query):
             self.send(sender, Answer(msg.what, msg.token, self.answer(msg.what)))
 
@@ -167,10 +183,17 @@ class Membership(SatelliteActor):
         if gossip is not None and peer in self.hv.active_view:
             self.send(gossip, Link(peer, workers[0]))
 
+    def _worker_exited(self, now: float, address: Any) -> None:
+        for peer, workers in list(self.workers.items()):
+            if address in workers:
+                self._peer_gone(now, PeerGone(peer, address))
+
     def _peer_gone(self, now: float, msg: PeerGone) -> None:
         workers = self.workers.get(msg.peer, [])
         if msg.worker in workers:
             workers.remove(msg.worker)
+        elif msg.peer not in self.outbox:
+            return  # already heard of (the worker's own goodbye, then its exit notice)
         if workers:
             # Another connection to the same peer still stands (both dialled at once).
             gossip = self.context.get("gossip")
@@ -259,6 +282,8 @@ class Gossip(SatelliteActor):
             self.subscribers[str(msg.worker)] = (msg.worker, frozenset(msg.names))
         elif isinstance(msg, ClientGone):
             self.subscribers.pop(str(msg.worker), None)
+        elif isinstance(msg, WorkerExited):
+            self.subscribers.pop(str(msg.address), None)
         elif isinstance(msg, Query):
             body = {
                 "eager_peers": list(self.pt.eager_peers),

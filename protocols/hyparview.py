@@ -428,6 +428,10 @@ class HyParView:
             delay = min(c.join_retry_max, c.join_retry_min * 2**self._join_failures)
             self._join_failures += 1
             out.append(SetTimer(delay, JoinRetry(peer)))
+        elif not self.active_view and not self._pending and self.contacts:
+            # Every link and every passive peer failed (our own connections were all
+            # restarted, or the office went down around us): join again at once.
+            self._join(self.contacts[0], out)
 
     def _remember_failed(self, now: float, peer: Peer) -> None:
         self.failed.pop(peer, None)

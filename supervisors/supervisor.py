@@ -27,7 +27,7 @@ from actors.base import (
     Started,
 )
 from actors.connection import StartWorker
-from actors.overlay import Answer, Query
+from actors.overlay import Answer, Query, WorkerExited
 from supervisors import core
 
 ESCALATE_STATUS = 71
@@ -67,6 +67,7 @@ class Supervisor(SatelliteActor):
         self.topology_waits: dict[Any, dict] = {}
         self.shutdown_to: Any = None
         self.launcher_pid = args.get("launcher_pid")
+        self.notify = args.get("notify")
         if args.get("name"):
             self.context[args["name"]] = self.myAddress
         if self.launcher_pid:
@@ -108,7 +109,9 @@ class Supervisor(SatelliteActor):
             normal = handle in self.normal
             self.normal.discard(handle)
             self.pids.pop(handle, None)
-            self.addresses.pop(handle, None)
+            address = self.addresses.pop(handle, None)
+            if self.notify and address is not None and self.context.get(self.notify):
+                self.send(self.context[self.notify], WorkerExited(address))
             self.apply(self.core.exited(now, handle, normal))
         elif isinstance(msg, ExitingNormally):
             self.normal.add(str(sender))

@@ -67,6 +67,7 @@ def node_tree(config: dict[str, Any]) -> dict:
                 "peer_workers",
                 {"strategy": "simple_one_for_one", "intensity": 1000, "period": 1.0},
                 [worker("peer_worker", "actors.overlay.PeerWorker", restart="temporary")],
+                {"notify": "membership"},
             ),
             worker(
                 "peer_listener",
@@ -78,6 +79,7 @@ def node_tree(config: dict[str, Any]) -> dict:
                 "client_workers",
                 {"strategy": "simple_one_for_one", "intensity": 1000, "period": 1.0},
                 [worker("client_worker", "actors.client.ClientWorker", restart="temporary")],
+                {"notify": "gossip"},
             ),
             worker(
                 "client_gateway",

@@ -133,12 +133,17 @@ class Node:
         self.kill()
 
     def kill(self) -> None:
-        """SIGKILL every process of the node, by pid."""
-        for pid in self.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        """SIGKILL every process of the node, by pid, until none is left."""
+
+        def none_left() -> bool:
+            for pid in self.pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            return not self.pids()
+
+        wait_for(none_left, 5, f"every process of {self.name} to die", step=0.05)
         if self.proc is not None:
             try:
                 self.proc.wait(5)
@@ -147,13 +152,15 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, tmp: Path, count: int) -> None:
+    def __init__(self, tmp: Path, count: int, prefix: str = "n") -> None:
+        # Node ids name processes (satellite[<id>]): distinct prefixes keep clusters apart.
         self.base = free_port_block(count)
         self.nodes: list[Node] = []
         seed = f"127.0.0.1:{self.base}"
         for i in range(count):
             join = [] if i == 0 else [seed]
-            self.nodes.append(Node(f"n{i}", self.base + i, tmp / f"n{i}", join))
+            name = f"{prefix}{i}"
+            self.nodes.append(Node(name, self.base + i, tmp / name, join))
 
     def start(self) -> Cluster:
         for node in self.nodes:

@@ -1,0 +1,301 @@
+"""Real nodes on 127.0.0.1: the office of issue 3, end to end.
+
+Every test stops what it started, by process id, and checks that nothing is left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+import psutil
+import pytest
+
+from tests.cluster import ROOT, Cluster, Node, free_port_block, wait_for
+
+
+def views(nodes: list[Node]) -> dict[str, list[str]]:
+    out = {}
+    for node in nodes:
+        with node.antenna() as antenna:
+            out[node.peer] = antenna.topology()["hyparview"]["active_view"]
+    return out
+
+
+def whole_and_symmetric(nodes: list[Node]) -> bool:
+    v = views(nodes)
+    if any(q not in v for qs in v.values() for q in qs):
+        return False  # a link to a node that is not among the living
+    if not all(p in v[q] for p, qs in v.items() for q in qs):
+        return False
+    start = next(iter(v))
+    seen, todo = {start}, [start]
+    while todo:
+        for q in v[todo.pop()]:
+            if q not in seen:
+                seen.add(q)
+                todo.append(q)
+    return len(seen) == len(v)
+
+
+class Listeners:
+    """One Antenna per node, subscribed to ``name``, recording what each receives."""
+
+    def __init__(self, nodes: list[Node], name: str) -> None:
+        self.got: dict[str, list] = defaultdict(list)
+        self.antennas = []
+        for node in nodes:
+            antenna = node.antenna()
+            antenna.on(name)(lambda payload, data, who=node.name: self.got[who].append(payload))
+            antenna.start()
+            self.antennas.append(antenna)
+
+    def stop(self) -> None:
+        for antenna in self.antennas:
+            antenna.stop()
+
+
+def find(tree: dict, child_id: str) -> dict | None:
+    if tree.get("id") == child_id:
+        return tree
+    for child in tree.get("children", []):
+        found = find(child, child_id)
+        if found is not None:
+            return found
+    return None
+
+
+def tree_of(node: Node) -> dict:
+    with node.antenna() as antenna:
+        return antenna.topology()["tree"]
+
+
+# --- ten nodes through one seed -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def office(tmp_path_factory):
+    cluster = Cluster(tmp_path_factory.mktemp("office"), 10, prefix="office")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        assert not cluster.leftovers(), "processes left behind"
+
+
+def test_ten_nodes_through_one_seed_form_a_whole_symmetric_overlay(office):
+    wait_for(lambda: whole_and_symmetric(office.nodes), 10, "a whole, symmetric overlay")
+
+
+def test_events_from_every_node_reach_every_client_exactly_once(office):
+    wait_for(lambda: whole_and_symmetric(office.nodes), 10, "a whole, symmetric overlay")
+    listeners = Listeners(office.nodes, "door")
+    try:
+        for i, node in enumerate(office.nodes):
+            with node.antenna() as antenna:
+                antenna.publish("door", {"from": i})
+        expected = sorted(range(len(office.nodes)))
+
+        def all_delivered() -> bool:
+            return all(
+                sorted(p["from"] for p in listeners.got[n.name]) == expected for n in office.nodes
+            )
+
+        wait_for(all_delivered, 10, "every event at every client")
+    finally:
+        listeners.stop()
+
+
+def test_survivors_of_three_sigkilled_nodes_repair_and_deliver(office):
+    dead, alive = office.nodes[7:], office.nodes[:7]
+    for node in dead:
+        node.kill()
+        assert not node.pids()
+    wait_for(lambda: whole_and_symmetric(alive), 10, "the survivors to repair their views")
+    listeners = Listeners(alive, "after")
+    try:
+        for i, node in enumerate(alive):
+            with node.antenna() as antenna:
+                antenna.publish("after", i)
+        wait_for(
+            lambda: all(sorted(listeners.got[n.name]) == list(range(7)) for n in alive),
+            10,
+            "every new event at every survivor",
+        )
+    finally:
+        listeners.stop()
+
+
+# --- killing single actors -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trio(tmp_path_factory):
+    cluster = Cluster(tmp_path_factory.mktemp("trio"), 3, prefix="trio")
+    try:
+        cluster.start()
+        wait_for(lambda: whole_and_symmetric(cluster.nodes), 10, "a whole overlay")
+        yield cluster
+    finally:
+        cluster.stop()
+        assert not cluster.leftovers(), "processes left behind"
+
+
+def events_flow(source: Node, sinks: list[Node], timeout: float) -> None:
+    """A fresh event published at ``source`` reaches an Antenna on every sink."""
+    listeners = Listeners(sinks, "ping")
+    try:
+        token = time.time_ns()
+        with source.antenna() as antenna:
+            antenna.publish("ping", token)
+        wait_for(
+            lambda: all(token in listeners.got[n.name] for n in sinks),
+            timeout,
+            f"an event from {source.name} at {[n.name for n in sinks]}",
+        )
+    finally:
+        listeners.stop()
+
+
+@pytest.mark.parametrize("child_id", ["membership", "gossip", "peer_listener", "client_gateway"])
+def test_a_killed_actor_is_restarted_and_events_flow_again(trio, child_id):
+    node = trio.nodes[1]
+    before = find(tree_of(node), child_id)
+    assert before is not None and before["pid"]
+    os.kill(before["pid"], signal.SIGKILL)
+
+    def restarted():
+        after = find(tree_of(node), child_id)
+        return after if after and after["pid"] not in (None, before["pid"]) else None
+
+    after = wait_for(restarted, 10, f"{child_id} to come back")
+    assert after["restarts"] >= before["restarts"] + 1
+    assert (
+        not psutil.pid_exists(before["pid"]) or psutil.Process(before["pid"]).status() == "zombie"
+    )
+    wait_for(lambda: whole_and_symmetric(trio.nodes), 10, "the overlay to heal")
+    events_flow(node, trio.nodes, 2)
+    events_flow(trio.nodes[0], trio.nodes, 2)
+
+
+def test_a_killed_peer_connection_is_a_membership_event(trio):
+    node = trio.nodes[1]
+    workers = find(tree_of(node), "peer_workers")["children"]
+    assert workers, "a node with neighbours has peer connections"
+    os.kill(workers[0]["pid"], signal.SIGKILL)
+    # Temporary children are not restarted: HyParView notices the link is gone and
+    # makes (or keeps) enough links by itself.
+    wait_for(lambda: whole_and_symmetric(trio.nodes), 10, "the overlay to heal")
+    events_flow(node, trio.nodes, 2)
+
+
+def back_or_gone(node: Node, old_pid: int) -> bool:
+    if node.proc.poll() is not None:
+        return True
+    gossip = find(tree_of(node), "gossip") or {}
+    return gossip.get("pid") not in (None, old_pid)
+
+
+def test_restarts_beyond_the_intensity_escalate_and_stop_the_node(trio):
+    node = trio.nodes[2]
+    deadline = time.monotonic() + 20
+    # node_sup allows 5 restarts in 10 s: the 6th crash makes it give up, and the
+    # launcher exits non-zero so that systemd (or whoever) decides.
+    while node.proc.poll() is None and time.monotonic() < deadline:
+        gossip = find(tree_of(node), "gossip")
+        if gossip and gossip["pid"]:
+            try:
+                os.kill(gossip["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            wait_for(lambda old=gossip["pid"]: back_or_gone(node, old), 10, "gossip back or gone")
+    assert node.proc.wait(5) == 1
+    wait_for(lambda: not node.pids(), 5, "every process of the node to be gone")
+
+
+# --- the launcher -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lone(tmp_path):
+    port = free_port_block(1)
+    node = Node("solo", port, tmp_path / "solo", [])
+    node.start()
+    try:
+        node.wait_up()
+        yield node
+    finally:
+        node.kill()
+        assert not node.pids()
+
+
+def test_sigterm_stops_every_process_within_5_seconds(lone):
+    assert len(lone.pids()) >= 8  # launcher, admin, logger, supervisors and workers
+    lone.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: not lone.pids(), 5, "every process to be gone")
+    assert lone.proc.wait(1) == 0
+
+
+def test_sigkill_of_the_launcher_takes_the_node_down_within_5_seconds(lone):
+    lone.proc.kill()
+    lone.proc.wait(1)
+    wait_for(lambda: not lone.pids(), 5, "every process to be gone")
+
+
+def test_only_the_peer_and_client_ports_face_the_network(lone):
+    listening = []
+    for conn in psutil.net_connections("inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in lone.pids():
+            listening.append((conn.laddr.ip, conn.laddr.port))
+    public = {(ip, port) for ip, port in listening if ip != "127.0.0.1"}
+    assert not public, f"Thespian sockets reachable from outside: {public}"
+    ports = {port for _, port in listening}
+    assert {lone.peer_port, lone.client_port} <= ports
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bind", "localhost:notaport"], "--bind"),
+        (["--client", "127.0.0.1:70000"], "out of range"),
+        (["--join", "x:y"], "--join"),
+        (["--log-level", "LOUD"], "--log-level"),
+        (["--config", "/nonexistent.toml"], "cannot read"),
+        (["--node-id", "two words"], "node id"),
+    ],
+)
+def test_bad_flags_get_one_line_and_status_2(args, message):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run_node.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_a_bad_config_file_gets_one_line_and_status_2(tmp_path):
+    bad = tmp_path / "node.toml"
+    bad.write_text("bind = [unclosed\n")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run_node.py"), "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2 and "not valid TOML" in proc.stderr
+    unknown = tmp_path / "other.toml"
+    unknown.write_text('colour = "blue"\n')
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run_node.py"), "--config", str(unknown)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2 and "unknown setting" in proc.stderr
