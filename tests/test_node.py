@@ -14,7 +14,7 @@ from collections import defaultdict
 import psutil
 import pytest
 
-from tests.cluster import ROOT, Cluster, Node, free_port_block, wait_for
+from bench.cluster import ROOT, Cluster, Node, free_port_block, wait_for
 
 
 def views(nodes: list[Node]) -> dict[str, list[str]]:

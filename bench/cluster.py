@@ -1,4 +1,4 @@
-"""Real nodes on 127.0.0.1 for tests: start ``run_node.py`` processes, wait on
+"""Real nodes on 127.0.0.1 for tests and benchmarks: start ``run_node.py`` processes, wait on
 conditions with deadlines, and stop everything they started, by process id.
 
 A node's processes are the launcher, Thespian's admin (which detaches itself, so it
