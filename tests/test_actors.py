@@ -1,0 +1,120 @@
+"""The base actor and the supervisor actor, for real: Thespian processes, SIGKILLs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from bench.cluster import ROOT, free_port_block
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    import psutil
+    from thespian.actors import ActorSystem
+    from actors.base import Init, loopback_only
+    from actors.overlay import Query
+    from supervisors.supervisor import Supervisor
+    from supervisors.tree import supervisor, worker
+
+    loopback_only()
+    system = ActorSystem("multiprocTCPBase", {"Admin Port": int(sys.argv[1])},
+                         logDefs={"version": 1, "root": {"level": "CRITICAL", "handlers": []}})
+    out = {}
+
+    def alive(pid):
+        try:
+            return psutil.Process(pid).status() != "zombie"
+        except psutil.Error:
+            return False
+
+    try:
+        flags = {"strategy": "one_for_one", "intensity": 3, "period": 30.0}
+        spec = supervisor("sup", flags, [worker("crashy", "tests.crashy.Crashy")])
+        top = system.createActor(Supervisor)
+        init = Init("t", "Supervisor:sup", dict(spec["args"], child_id="sup"), {})
+        started = system.ask(top, init, 10)
+
+        def running_child(not_pid):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                row = system.ask(top, Query("topology", 1), 5).body["children"][0]
+                if row["state"] == "running" and row["pid"] not in (None, not_pid):
+                    return row
+                time.sleep(0.05)
+            raise SystemExit("no running child")
+
+        out["first"] = first = running_child(None)
+        os.kill(first["pid"], signal.SIGKILL)
+        out["after_kill"] = running_child(first["pid"])
+        out["old_alive"] = alive(first["pid"])
+        # SIGKILL of the supervisor takes its child with it (PR_SET_PDEATHSIG).
+        child_pid = out["after_kill"]["pid"]
+        os.kill(started.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while alive(child_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        out["orphan"] = alive(child_pid)
+    finally:
+        system.shutdown()
+    print(json.dumps(out))
+    """
+)
+
+CRASH_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    from thespian.actors import ActorSystem
+    from actors.base import Init, loopback_only, Started
+
+    loopback_only()
+    system = ActorSystem("multiprocTCPBase", {"Admin Port": int(sys.argv[1])},
+                         logDefs={"version": 1, "root": {"level": "CRITICAL", "handlers": []}})
+    try:
+        from tests.crashy import Crashy
+        actor = system.createActor(Crashy)
+        started = system.ask(actor, Init("t", "Crashy", {"state": 1}, {}), 10)
+        before = system.ask(actor, "pid", 5)
+        system.tell(actor, "boom")
+        # Thespian alone would keep the actor alive; ours must be gone for real.
+        after = system.ask(actor, "pid", 2)
+        print(json.dumps({"pid": started.pid, "before": list(before), "after": after}))
+    finally:
+        system.shutdown()
+    """
+)
+
+
+def run(script: str) -> dict:
+    import json
+
+    port = free_port_block(1) + 20000
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(port)], cwd=ROOT, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_an_exception_ends_the_actor_process():
+    out = run(CRASH_SCRIPT)
+    assert out["before"][0] == "pid" and out["before"][1] == out["pid"]
+    assert out["after"] is None  # no answer: the process is gone, not limping on
+    try:
+        os.kill(out["pid"], 0)
+        gone = False
+    except ProcessLookupError:
+        gone = True
+    assert gone
+
+
+def test_supervisor_restarts_a_killed_child_and_takes_children_down_with_it():
+    out = run(SCRIPT)
+    assert out["first"]["state"] == "running" and out["first"]["restarts"] == 0
+    assert out["after_kill"]["pid"] != out["first"]["pid"]
+    assert out["after_kill"]["restarts"] == 1
+    assert out["old_alive"] is False
+    assert out["orphan"] is False, "a child outlived its SIGKILLed supervisor"
