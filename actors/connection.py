@@ -195,6 +195,7 @@ class Connection(SatelliteActor):
             self.sock.close()
             self.sock = None
             self.watching = []
+            self.closed("stopped by its supervisor")
 
 
 class Listener(SatelliteActor):

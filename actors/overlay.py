@@ -125,9 +125,16 @@ class Membership(SatelliteActor):
     def on_context(self) -> None:
         dialer = self.context.get("peer_workers")
         if dialer is not None and str(dialer) != self.dialer_seen:
-            # A new worker supervisor: what we asked the old one to dial is lost.
+            # A new worker supervisor: the old one took its workers down with it, and
+            # what we asked it to dial is lost. Every link of ours is gone.
+            first = self.dialer_seen == "None"
             self.dialer_seen = str(dialer)
             self.dialled.clear()
+            if not first:
+                now = time.monotonic()
+                for peer, workers in list(self.workers.items()):
+                    for worker in list(workers):
+                        self._peer_gone(now, PeerGone(peer, worker))
         for peer in list(self.outbox):
             if peer not in self.dialled:
                 self._dial(peer)

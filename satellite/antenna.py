@@ -42,18 +42,20 @@ class HandshakeRefused(AntennaError):
 
 
 def _arity(callback: Callable) -> int:
+    """How many of (payload, data) the callback takes: its required positional
+    parameters (``lambda p, who=name: ...`` takes one), or both with ``*args``."""
     try:
         params = inspect.signature(callback).parameters.values()
     except (TypeError, ValueError):
         return 2
-    positional = [
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 2
+    required = [
         p
         for p in params
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
-    if any(p.kind is p.VAR_POSITIONAL for p in positional):
-        return 2
-    return min(2, len(positional))
+    return min(2, len(required))
 
 
 class Antenna:
