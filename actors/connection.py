@@ -195,7 +195,9 @@ class Connection(SatelliteActor):
             self.sock.close()
             self.sock = None
             self.watching = []
-            self.closed("stopped by its supervisor")
+            # No goodbye here: the sibling it would go to may be what is being
+            # restarted, and Thespian holds an exit until its sends are delivered.
+            # Membership learns from the worker supervisor's replacement instead.
 
 
 class Listener(SatelliteActor):

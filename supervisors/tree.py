@@ -45,7 +45,7 @@ def supervisor(id: str, flags: dict, children: list[dict], args: dict | None = N
         "start": "supervisors.supervisor.Supervisor",
         "args": sup_args,
         "restart": "permanent",
-        "shutdown": "infinity",
+        "shutdown": 5.0,  # OTP says infinity; a Thespian exit can stall on a dead peer
         "type": "supervisor",
     }
 
