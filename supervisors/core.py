@@ -20,8 +20,8 @@ OTP rules kept (DESIGN.md section 4):
 What Thespian adds (DESIGN.md section 3): exit notices carry no reason and may come several
 times, so a child is known by the opaque ``handle`` it reported when it started, and only
 the current handle's first exit counts; the host tells us whether the child announced a
-normal exit. A child that never reports ``started`` within ``start_timeout`` counts as
-crashed, and a child that reports ``started`` when we no longer expect it is killed, so no
+normal exit. A child that never reports ``started`` within ``start_timeout``, or whose
+actor (made known with ``spawned``) exits before it does, counts as crashed, and a child that reports ``started`` when we no longer expect it is killed, so no
 stray actor is left behind. Timers are never cancelled: each carries what it was set for,
 and a timer that no longer matches the child's state is ignored.
 
@@ -269,6 +269,8 @@ class Supervisor:
             for spec in specs:
                 self._add(spec, dict(spec.args))
         self._by_handle: dict[str, str] = {}  # current handle -> child id
+        # handles of actors created but not yet reported started -> (child id, start gen)
+        self._spawned: dict[str, tuple[str, int]] = {}
         self._restart_times: list[float] = []  # for intensity/period
         self._mode = "new"  # new | running | shutting_down | escalating | dead
         self._final: Escalate | Stopped | None = None  # what to emit once all are gone
@@ -338,6 +340,30 @@ class Supervisor:
         self._start(child, out)
         return out
 
+    def spawned(self, id: str, handle: str) -> None:
+        """The host created the actor of child ``id``'s current start attempt. If
+        ``handle`` then exits before reporting started, the start failed: a crash, known
+        at once rather than at the start timeout."""
+        child = self._children.get(id)
+        if child is not None and child.state in _ALIVE and child.handle is None:
+            self._spawned[handle] = (id, child.gen)
+
+    def _failed_start(self, now: float, id: str, gen: int, why: str, out: list) -> None:
+        child = self._children.get(id)
+        if child is None or child.gen != gen or child.handle is not None:
+            return
+        if child.state not in _ALIVE:
+            return
+        for handle, (sid, sgen) in list(self._spawned.items()):
+            if sid == id and sgen == gen:
+                del self._spawned[handle]
+                out.append(KillChild(id, handle))  # if it hangs rather than died
+        if child.fate is not None or child.state == "stopping":
+            self._gone(child)  # we meant to stop it anyway, and it never came up
+        else:
+            out.append(Log("warning", f"{child.id!r} {why}"))
+            self._crashed(now, child, False, 0.0, out)
+
     def started(self, now: float, id: str, handle: str) -> list:
         """The host reports that child ``id`` runs as ``handle``."""
         known = self._by_handle.get(handle)
@@ -368,7 +394,14 @@ class Supervisor:
         Exits of handles that are not current (duplicates, strays) are ignored."""
         id = self._by_handle.pop(handle, None)
         if id is None:
-            return []
+            spawn = self._spawned.pop(handle, None)
+            out: list = []
+            if spawn is not None:
+                self._failed_start(now, spawn[0], spawn[1], "exited before it started", out)
+                # Its own exit needs no kill.
+                out = [e for e in out if not (type(e) is KillChild and e.handle == handle)]
+                self._reconcile(now, out)
+            return out
         child = self._children[id]
         ran = now - child.started_at if child.started_at is not None else 0.0
         child.handle = None
@@ -395,12 +428,7 @@ class Supervisor:
                 out.append(KillChild(child.id, timer.handle))
                 out.append(Log("warning", f"{child.id!r} did not stop in time: killed"))
         elif kind is StartTimeout:
-            if child.gen == timer.gen and child.handle is None and child.state in _ALIVE:
-                if child.fate is not None or child.state == "stopping":
-                    self._gone(child)  # we meant to stop it anyway, and it never came up
-                else:
-                    out.append(Log("warning", f"{child.id!r} did not start in time"))
-                    self._crashed(now, child, False, 0.0, out)
+            self._failed_start(now, child.id, timer.gen, "did not start in time", out)
         elif kind is RestartDue:
             if child.gen == timer.gen and child.state == "restarting" and self._mode == "running":
                 self._start(child, out)
@@ -524,6 +552,7 @@ class Supervisor:
             self._start_queue.remove(child.id)
 
     def _attach(self, now: float, child: _Child, handle: str) -> None:
+        self._spawned.pop(handle, None)
         child.handle = handle
         child.started_at = now
         child.runs += 1

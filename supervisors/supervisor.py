@@ -169,9 +169,7 @@ class Supervisor(SatelliteActor):
         args = {**dict(spec.args), **dict(effect.args or {}), "child_id": effect.id}
         address = self.createActor(_import(spec.start))
         self.addresses[str(address)] = address
-        spawned = getattr(self.core, "spawned", None)
-        if spawned is not None:
-            spawned(effect.id, str(address))
+        self.core.spawned(effect.id, str(address))
         role = args.get("role") or spec.start.rpartition(".")[2]
         self.send(address, Init(self.node_id, role, args, self.child_context()))
 
