@@ -21,8 +21,9 @@ What Thespian adds (DESIGN.md section 3): exit notices carry no reason and may c
 times, so a child is known by the opaque ``handle`` it reported when it started, and only
 the current handle's first exit counts; the host tells us whether the child announced a
 normal exit. A child that never reports ``started`` within ``start_timeout``, or whose
-actor (made known with ``spawned``) exits before it does, counts as crashed, and a child that reports ``started`` when we no longer expect it is killed, so no
-stray actor is left behind. Timers are never cancelled: each carries what it was set for,
+actor (made known with ``spawned``) exits before it does, counts as crashed; a child that
+reports ``started`` when we no longer expect it is killed, so no stray actor is left
+behind. Timers are never cancelled: each carries what it was set for,
 and a timer that no longer matches the child's state is ignored.
 
 Beyond OTP, as Akka's ``restartWithBackoff``: with ``backoff_min > 0`` the n-th consecutive
