@@ -11,7 +11,8 @@ DESIGN.md section 3 lists them; here is what each one costs us:
 - The fds watched with ``ThespianWatch`` reset after every ``receiveMessage``: the
   wrapper returns the watch on every code path, timers and errors included.
 - Thespian's sockets listen on all interfaces and unpickle whatever arrives:
-  ``loopback_only()`` makes every one of them bind to 127.0.0.1.
+  ``loopback_only()`` makes every one of them bind to 127.0.0.1 (and bounds how long
+  Thespian retries a message to a dead actor).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import signal
 import sys
 import traceback
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from loguru import logger
@@ -41,10 +43,16 @@ def loopback_only() -> None:
 
     Thespian binds its "external" addresses to ``''`` (all interfaces). Patched before
     the actor system starts; actor processes are forked and inherit the patch."""
+    import thespian.system.transport as transport
     from thespian.system.transport import IPBase
 
     if getattr(IPBase.IPActorAddress, "_satellite_loopback", False):
         return
+    # A send to an actor that just died is retried for 5 minutes by default, and an
+    # actor does not finish exiting while one is pending: a supervisor that notified a
+    # dead sibling would hang a restart. Between processes of one machine, a message
+    # that cannot be delivered in 2 s will not be.
+    transport.DEFAULT_MAX_TRANSMIT_PERIOD = timedelta(seconds=2)
     os.environ["THESPIAN_BASE_IPADDR"] = "127.0.0.1"
     original = IPBase.IPActorAddress.__init__
 
