@@ -299,3 +299,84 @@ def test_a_bad_config_file_gets_one_line_and_status_2(tmp_path):
         timeout=30,
     )
     assert proc.returncode == 2 and "unknown setting" in proc.stderr
+
+
+# --- joining, config, and bad input on the node's ports ----------------------------------------
+
+
+def test_a_node_waits_for_a_seed_that_is_not_up_yet_and_reads_a_config_file(tmp_path):
+    base = free_port_block(2)
+    config = tmp_path / "late.toml"
+    config.write_text(
+        f'node_id = "late"\nbind = "127.0.0.1:{base + 1}"\nclient = "127.0.0.1:{base + 1001}"\n'
+        f'join = ["127.0.0.1:{base}"]\ndata_dir = "{tmp_path / "late"}"\n'
+    )
+    joiner = Node("late", base + 1, tmp_path / "late", [])
+    seed = Node("early", base, tmp_path / "early", [])
+    cmd = [sys.executable, str(ROOT / "run_node.py"), "--config", str(config)]
+    joiner.proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        joiner.wait_up()
+        with joiner.antenna() as antenna:
+            assert antenna.node == "late"  # the id came from the file
+            assert antenna.members() == [{"node": "late", "addr": joiner.peer, "status": "self"}]
+        seed.start()  # the seed comes up later: the joiner keeps retrying it
+        seed.wait_up()
+        wait_for(lambda: whole_and_symmetric([joiner, seed]), 15, "the late join")
+    finally:
+        joiner.kill()
+        seed.kill()
+
+
+def raw(port: int, data: bytes) -> bytes:
+    """Send raw bytes; return what the node answers before it closes (b"" if nothing)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x00\x00\x00\x05hello",  # not msgpack
+        b"\xff\xff\xff\xff",  # a 4 GiB length prefix
+        bytes.fromhex("00000003") + b"\x93\x01\x02",  # msgpack, but not a map
+    ],
+)
+def test_garbage_on_the_client_and_peer_ports_closes_that_connection_only(lone, data):
+    raw(lone.peer_port, data)  # returns: the node closed it, no hang
+    answer = raw(lone.client_port, data)
+    assert answer == b""  # a client that never said hello gets nothing but the close
+    with lone.antenna() as antenna:  # everyone else is still served
+        assert antenna.members()[0]["node"] == "solo"
+    # One line in the log per bad connection, naming the peer and the reason.
+    bad = [line for line in lone.log.read_text().splitlines() if "closing" in line]
+    assert len(bad) == 2 and all("bad frame" in line and "127.0.0.1:" in line for line in bad)
+
+
+def test_a_client_of_another_protocol_version_is_refused_with_the_reason(lone):
+    from protocols import link, wire
+
+    answer = raw(lone.client_port, wire.encode(link.ClientHello(99, "future")))
+    refused = wire.decode_frame(answer)
+    assert type(refused) is link.Refused and "version 99" in refused.reason
+
+
+def test_antenna_errors_are_clear(lone):
+    from satellite import Antenna, NodeUnreachable
+
+    with pytest.raises(NodeUnreachable, match="unreachable"):
+        Antenna("127.0.0.1", free_port_block(1), timeout=1).connect()
