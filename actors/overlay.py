@@ -208,9 +208,10 @@ class Membership(SatelliteActor):
                 self.send(gossip, Link(msg.peer, workers[0]))
             return
         self.workers.pop(msg.peer, None)
-        self.outbox.pop(msg.peer, None)
+        dialling = self.outbox.pop(msg.peer, None) is not None
         self.dialled.discard(msg.peer)
-        self.apply(self.hv.handle(now, PeerFailed(msg.peer)))
+        if dialling or self.hv.depends_on(msg.peer):
+            self.apply(self.hv.handle(now, PeerFailed(msg.peer)))
 
     def apply(self, effects: list) -> None:
         gossip = self.context.get("gossip")

@@ -217,6 +217,12 @@ class HyParView:
 
     # -- views ----------------------------------------------------------------------------
 
+    def depends_on(self, peer: Peer) -> bool:
+        """Whether a broken connection to ``peer`` is news: it is an active peer, or we
+        are waiting for its answer. (A link we closed ourselves after a DISCONNECT is not:
+        the peer stays a good passive candidate.)"""
+        return peer in self.active_view or peer in self._pending
+
     def _add_passive(self, peer: Peer, prefer_drop: tuple = ()) -> None:
         if peer == self.me or peer in self.active_view or peer in self._passive_set:
             return

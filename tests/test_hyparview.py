@@ -846,3 +846,10 @@ def test_invariants_hold_under_random_events(seed, steps):
         assert len(passive) == len(node.passive_view)  # no duplicates
         assert len(node.failed) <= config.reconnect_size
         assert all(e.peer not in active for e in of(out, CloseLink))
+
+
+def test_depends_on_active_and_awaited_peers_only():
+    node = make(active=[1], passive=[10])
+    assert node.depends_on(1) and not node.depends_on(10) and not node.depends_on(99)
+    out = node.handle(T, PeerFailed(1))  # 10 is asked to become a neighbour
+    assert sends(out, Neighbor) and node.depends_on(10)
