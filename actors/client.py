@@ -18,6 +18,7 @@ from actors.overlay import Answer, ClientGone, PublishEvent, Query, SubscribeCli
 from protocols import link, wire
 
 _tokens = itertools.count(1)
+MAX_EVENT = 256 * 1024  # bytes of event data: it travels in one frame to every node
 
 
 class ClientWorker(Connection):
@@ -44,6 +45,11 @@ class ClientWorker(Connection):
         if kind is link.Subscribe:
             self.send(self.context["gossip"], SubscribeClient(msg.names, self.myAddress))
         elif kind is link.Publish:
+            if len(msg.data) > MAX_EVENT:
+                self.reply(
+                    msg.req, False, f"event data of {len(msg.data)} bytes; at most {MAX_EVENT}"
+                )
+                return
             self.send(self.context["gossip"], PublishEvent(msg.name, msg.data))
             self.reply(msg.req, True, None)
         elif kind is link.Request:

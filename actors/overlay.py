@@ -15,7 +15,6 @@ import time
 from datetime import timedelta
 from typing import Any
 
-import msgpack
 from loguru import logger
 from thespian.actors import WakeupMessage
 
@@ -45,6 +44,8 @@ class WorkerExited:
 
     def __init__(self, address: Any) -> None:
         self.address = address
+
+
 PLUMTREE = frozenset(plumtree.MESSAGES)
 
 
@@ -380,7 +381,3 @@ class PeerWorker(Connection):
         peer = self.peer or self.init_args.get("connect")
         if membership is not None and peer is not None:
             self.send(membership, PeerGone(peer, self.myAddress))
-
-
-def pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)

@@ -380,3 +380,16 @@ def test_antenna_errors_are_clear(lone):
 
     with pytest.raises(NodeUnreachable, match="unreachable"):
         Antenna("127.0.0.1", free_port_block(1), timeout=1).connect()
+
+
+def test_an_oversized_event_is_refused_and_the_node_lives_on(lone):
+    from satellite import AntennaError
+
+    with lone.antenna() as antenna:
+        with pytest.raises(AntennaError, match="at most"):
+            antenna.publish("big", "x" * 300_000)
+        got = []
+        antenna.on("small")(got.append)
+        antenna.start()
+        antenna.publish("small", 1)
+        wait_for(lambda: got == [1], 5, "a small event after the big one")
