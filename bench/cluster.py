@@ -75,9 +75,18 @@ class Node:
         self.log = data_dir.parent / f"{name}.log"
 
     def start(self) -> Node:
-        cmd = [sys.executable, str(ROOT / "run_node.py"), "--node-id", self.name,
-               "--bind", self.peer, "--client", f"127.0.0.1:{self.client_port}",
-               "--data-dir", str(self.data_dir)]
+        cmd = [
+            sys.executable,
+            str(ROOT / "run_node.py"),
+            "--node-id",
+            self.name,
+            "--bind",
+            self.peer,
+            "--client",
+            f"127.0.0.1:{self.client_port}",
+            "--data-dir",
+            str(self.data_dir),
+        ]
         for seed in self.join:
             cmd += ["--join", seed]
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -178,3 +187,45 @@ class Cluster:
         for node in self.nodes:
             left |= node.pids()
         return left
+
+
+# --- reading a node through its client port ---------------------------------------------------
+
+
+def views(nodes: list[Node]) -> dict[str, list[str]]:
+    out = {}
+    for node in nodes:
+        with node.antenna() as antenna:
+            out[node.peer] = antenna.topology()["hyparview"]["active_view"]
+    return out
+
+
+def whole_and_symmetric(nodes: list[Node]) -> bool:
+    v = views(nodes)
+    if any(q not in v for qs in v.values() for q in qs):
+        return False  # a link to a node that is not among the living
+    if not all(p in v[q] for p, qs in v.items() for q in qs):
+        return False
+    start = next(iter(v))
+    seen, todo = {start}, [start]
+    while todo:
+        for q in v[todo.pop()]:
+            if q not in seen:
+                seen.add(q)
+                todo.append(q)
+    return len(seen) == len(v)
+
+
+def find(tree: dict, child_id: str) -> dict | None:
+    if tree.get("id") == child_id:
+        return tree
+    for child in tree.get("children", []):
+        found = find(child, child_id)
+        if found is not None:
+            return found
+    return None
+
+
+def tree_of(node: Node) -> dict:
+    with node.antenna() as antenna:
+        return antenna.topology()["tree"]

@@ -23,24 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.cluster import Cluster, Node, wait_for
-
-
-def views_whole(nodes: list[Node]) -> bool:
-    v = {}
-    for node in nodes:
-        with node.antenna() as antenna:
-            v[node.peer] = antenna.topology()["hyparview"]["active_view"]
-    if any(q not in v or p not in v[q] for p, qs in v.items() for q in qs):
-        return False
-    start = next(iter(v))
-    seen, todo = {start}, [start]
-    while todo:
-        for q in v[todo.pop()]:
-            if q not in seen:
-                seen.add(q)
-                todo.append(q)
-    return len(seen) == len(v)
+from bench.cluster import Cluster, Node, find, tree_of, wait_for, whole_and_symmetric
 
 
 def deliver(sources: list[Node], sinks: list[Node], timeout: float = 30.0) -> float:
@@ -113,16 +96,6 @@ def recovery(source: Node, sinks: list[Node], since: float, timeout: float = 30.
             antenna.stop()
 
 
-def find(tree: dict, child_id: str) -> dict | None:
-    if tree.get("id") == child_id:
-        return tree
-    for child in tree.get("children", []):
-        hit = find(child, child_id)
-        if hit is not None:
-            return hit
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="node_figures.py", description=__doc__.splitlines()[0])
     p.add_argument("--nodes", type=int, default=10)
@@ -137,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             for node in cluster.nodes:
                 node.start()
-            wait_for(lambda: views_whole(cluster.nodes), 60, "a whole overlay", 0.05)
+            wait_for(lambda: whole_and_symmetric(cluster.nodes), 60, "a whole overlay", 0.05)
             out["start_to_whole_overlay_s"] = round(time.monotonic() - t0, 2)
             out["events_to_all_s"] = round(deliver(cluster.nodes, cluster.nodes), 3)
 
@@ -145,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             for node in dead:
                 node.kill()
-            wait_for(lambda: views_whole(alive), 60, "survivors whole", 0.05)
+            wait_for(lambda: whole_and_symmetric(alive), 60, "survivors whole", 0.05)
             out["kill3_to_whole_overlay_s"] = round(time.monotonic() - t0, 2)
             out["kill3_events_to_all_s"] = round(deliver(alive, alive), 3)
             out["kill3_total_s"] = round(time.monotonic() - t0, 2)
@@ -153,13 +126,11 @@ def main(argv: list[str] | None = None) -> int:
             node = alive[1]
             roles = {}
             for child_id in ("peer_listener", "client_gateway", "gossip", "membership"):
-                with node.antenna() as antenna:
-                    row = find(antenna.topology()["tree"], child_id)
+                row = find(tree_of(node), child_id)
                 t0 = time.monotonic()
                 os.kill(row["pid"], signal.SIGKILL)
                 roles[child_id] = round(recovery(node, alive, t0), 3)
-            with node.antenna() as antenna:
-                workers = find(antenna.topology()["tree"], "peer_workers")["children"]
+            workers = find(tree_of(node), "peer_workers")["children"]
             t0 = time.monotonic()
             os.kill(workers[0]["pid"], signal.SIGKILL)
             roles["a peer_worker"] = round(recovery(node, alive, t0), 3)

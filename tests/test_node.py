@@ -14,31 +14,16 @@ from collections import defaultdict
 import psutil
 import pytest
 
-from bench.cluster import ROOT, Cluster, Node, free_port_block, wait_for
-
-
-def views(nodes: list[Node]) -> dict[str, list[str]]:
-    out = {}
-    for node in nodes:
-        with node.antenna() as antenna:
-            out[node.peer] = antenna.topology()["hyparview"]["active_view"]
-    return out
-
-
-def whole_and_symmetric(nodes: list[Node]) -> bool:
-    v = views(nodes)
-    if any(q not in v for qs in v.values() for q in qs):
-        return False  # a link to a node that is not among the living
-    if not all(p in v[q] for p, qs in v.items() for q in qs):
-        return False
-    start = next(iter(v))
-    seen, todo = {start}, [start]
-    while todo:
-        for q in v[todo.pop()]:
-            if q not in seen:
-                seen.add(q)
-                todo.append(q)
-    return len(seen) == len(v)
+from bench.cluster import (
+    ROOT,
+    Cluster,
+    Node,
+    find,
+    free_port_block,
+    tree_of,
+    wait_for,
+    whole_and_symmetric,
+)
 
 
 class Listeners:
@@ -56,21 +41,6 @@ class Listeners:
     def stop(self) -> None:
         for antenna in self.antennas:
             antenna.stop()
-
-
-def find(tree: dict, child_id: str) -> dict | None:
-    if tree.get("id") == child_id:
-        return tree
-    for child in tree.get("children", []):
-        found = find(child, child_id)
-        if found is not None:
-            return found
-    return None
-
-
-def tree_of(node: Node) -> dict:
-    with node.antenna() as antenna:
-        return antenna.topology()["tree"]
 
 
 # --- ten nodes through one seed -----------------------------------------------------------------
