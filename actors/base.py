@@ -144,7 +144,8 @@ class SatelliteActor(Actor):
         """Called when sibling addresses changed (one of them restarted)."""
 
     def stopping(self) -> None:
-        """Called on an orderly stop: close sockets, say goodbye."""
+        """Called on an orderly stop: close sockets. (Do not message siblings here: they
+        may be what is being restarted, and a pending send holds the exit.)"""
 
     # -- the wrapper ----------------------------------------------------------------------
 
