@@ -95,3 +95,41 @@ def test_lossy_reordered_deltas_then_one_anti_entropy_round_converge(seed):
         for i in range(4):
             anti_entropy(replicas[i], replicas[(i + 1) % 4])
     assert all(r.state == replicas[0].state for r in replicas)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10**9))
+def test_targets_written_on_both_sides_of_a_split_lose_no_acknowledged_write(seed):
+    """Issue 4's split: two halves keep writing targets, then heal. Every replica ends
+    equal, and every acknowledged write is either there or superseded by a later write
+    (in HLC order) to the same key."""
+    from protocols.clocks import HLC
+    from protocols.crdt import ORMap
+
+    rng = random.Random(seed)
+    names = ["a", "b", "c", "d"]
+    replicas = {n: Replica({"targets": ORMap}) for n in names}
+    clocks = {n: HLC(n) for n in names}
+    halves = [{"a", "b"}, {"c", "d"}]
+    acked = []  # (key, ts, value)
+    physical = 1_000
+    for step in range(40):
+        physical += rng.randint(0, 3)  # clocks that tie and crawl
+        n = rng.choice(names)
+        key, value = rng.choice(["lights", "temperature"]), step
+        current = replicas[n].get("targets", "all").copy()
+        ts = clocks[n].now(physical)
+        delta = current.put(n, key, value, ts)
+        replicas[n].join("targets", "all", delta)
+        acked.append((key, ts, value))
+        for other in next(h for h in halves if n in h) - {n}:  # deltas stay in the half
+            if rng.random() > 0.3:
+                replicas[other].receive([Replica.entry("targets", "all", delta)])
+    for _ in range(2):  # healed: anti-entropy round the ring
+        for i, n in enumerate(names):
+            anti_entropy(replicas[n], replicas[names[(i + 1) % 4]])
+    final = [replicas[n].get("targets", "all").value() for n in names]
+    assert all(v == final[0] for v in final)
+    for key, ts, value in acked:
+        latest = max(t for k, t, _ in acked if k == key)
+        assert ts < latest or final[0][key] == value
