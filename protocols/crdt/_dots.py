@@ -61,3 +61,56 @@ def state_from_wire(data: Any, decode: Any = None) -> tuple[dict[Dot, Any], DotC
 def hashable(x: Any) -> Any:
     hash(x)  # raises TypeError: set elements and map keys must be hashable
     return x
+
+
+class DotStore:
+    """Entries keyed by dot, plus the causal context of every dot ever seen: the state
+    the dot-based CRDTs share. Subclasses add their mutators and ``value()``, and may
+    set ``_encode``/``_decode`` for their entries' wire form."""
+
+    __slots__ = ("entries", "ctx")
+    _encode: Any = None
+    _decode: Any = None
+
+    def __init__(self, entries: dict[Dot, Any] | None = None, ctx: DotContext | None = None):
+        self.entries: dict[Dot, Any] = dict(entries or {})
+        self.ctx = ctx if ctx is not None else DotContext.of(self.entries)
+
+    @classmethod
+    def bottom(cls) -> Any:
+        return cls()
+
+    def copy(self) -> Any:
+        return type(self)(self.entries, self.ctx)
+
+    def join(self, other: Any) -> Any:
+        return type(self)(
+            join_entries(self.entries, self.ctx, other.entries, other.ctx),
+            self.ctx.merge(other.ctx),
+        )
+
+    def prune(self, node: str, upto: int | None = None) -> Any:
+        """Forget ``node``'s entries with counter <= ``upto`` (all if None); their dots
+        stay in the context, so a late delta cannot bring them back. Returns the delta."""
+        self.ctx, horizon = prune_context(self.ctx, node, upto)
+        self.entries = {
+            d: v for d, v in self.entries.items() if d.node != node or d.counter > horizon
+        }
+        return type(self)({}, horizon_context(node, horizon))
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.entries == other.entries and self.ctx == other.ctx
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_wire(self) -> list:
+        return [entries_to_wire(self.entries, self._encode), self.ctx.to_wire()]
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Any:
+        return cls(*state_from_wire(data, cls._decode))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.entries!r}, {self.ctx!r})"

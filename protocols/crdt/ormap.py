@@ -7,17 +7,20 @@ from typing import Any
 
 from protocols.clocks import Dot, DotContext, Timestamp, expect_list
 from protocols.crdt._dots import (
-    entries_to_wire,
+    DotStore,
     hashable,
-    horizon_context,
-    join_entries,
-    prune_context,
-    state_from_wire,
 )
 from protocols.crdt.registers import LWWRegister
 
 
-class ORMap:
+def _decode_entry(row: Any) -> tuple[Any, LWWRegister]:
+    key, ts, value = expect_list(row, 3)
+    if ts is None:
+        raise ValueError("a map entry needs a timestamp")
+    return hashable(key), LWWRegister.from_wire([ts, value])
+
+
+class ORMap(DotStore):
     """key -> LWW value, with add-wins keys (the network map: MAC -> IP).
 
     Every ``put`` tags the key with a fresh dot carrying the key's LWW register, and
@@ -29,23 +32,10 @@ class ORMap:
 
     Keys must be hashable and survive msgpack unchanged (str, int, bytes)."""
 
-    __slots__ = ("entries", "ctx")
-
-    def __init__(
-        self,
-        entries: dict[Dot, tuple[Any, LWWRegister]] | None = None,
-        ctx: DotContext | None = None,
-    ) -> None:
-        self.entries: dict[Dot, tuple[Any, LWWRegister]] = dict(entries or {})
-        self.ctx = ctx if ctx is not None else DotContext.of(self.entries)
-
-    @classmethod
-    def bottom(cls) -> ORMap:
-        return cls()
-
-    def copy(self) -> ORMap:
-        # Registers are never mutated once stored, so sharing them is safe.
-        return ORMap(self.entries, self.ctx)
+    __slots__ = ()
+    # Registers are never mutated once stored, so copies may share them.
+    _encode = staticmethod(lambda e: [e[0], *e[1].to_wire()])
+    _decode = staticmethod(_decode_entry)
 
     def _dots_of(self, key: Hashable) -> set[Dot]:
         return {d for d, (k, _) in self.entries.items() if k == key}
@@ -73,12 +63,6 @@ class ORMap:
     def keys(self) -> set:
         return {k for k, _ in self.entries.values()}
 
-    def join(self, other: ORMap) -> ORMap:
-        return ORMap(
-            join_entries(self.entries, self.ctx, other.entries, other.ctx),
-            self.ctx.merge(other.ctx),
-        )
-
     def put(self, node: str, key: Hashable, value: Any, ts: Timestamp) -> ORMap:
         """Set ``key`` to ``value`` stamped ``ts`` (from ``HLC.now``). A stale timestamp
         still re-asserts the key's presence, but the newer value it saw is kept."""
@@ -102,11 +86,7 @@ class ORMap:
         ``before``, only those whose value is also older than that timestamp. Pruned dots
         stay in the context, so a late delta cannot resurrect them. Returns the delta."""
         if before is None:
-            self.ctx, horizon = prune_context(self.ctx, node, upto)
-            self.entries = {
-                d: e for d, e in self.entries.items() if d.node != node or d.counter > horizon
-            }
-            return ORMap({}, horizon_context(node, horizon))
+            return super().prune(node, upto)
         # By age: retire exactly the matching dots (newer ones of the node stay valid).
         doomed = {
             d
@@ -119,27 +99,3 @@ class ORMap:
         for d in doomed:
             del self.entries[d]
         return ORMap({}, DotContext.of(doomed))
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ORMap):
-            return NotImplemented
-        return self.entries == other.entries and self.ctx == other.ctx
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def to_wire(self) -> list:
-        entries = entries_to_wire(self.entries, lambda e: [e[0], *e[1].to_wire()])
-        return [entries, self.ctx.to_wire()]
-
-    @classmethod
-    def from_wire(cls, data: Any) -> ORMap:
-        def decode(row: Any) -> tuple[Any, LWWRegister]:
-            key, ts, value = expect_list(row, 3)
-            if ts is None:
-                raise ValueError("a map entry needs a timestamp")
-            return hashable(key), LWWRegister.from_wire([ts, value])
-
-        return cls(*state_from_wire(data, decode))
-
-    def __repr__(self) -> str:
-        return f"ORMap({self.entries!r}, {self.ctx!r})"

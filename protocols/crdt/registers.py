@@ -6,14 +6,8 @@ from typing import Any
 
 import msgpack
 
-from protocols.clocks import Dot, DotContext, Timestamp, expect_list
-from protocols.crdt._dots import (
-    entries_to_wire,
-    horizon_context,
-    join_entries,
-    prune_context,
-    state_from_wire,
-)
+from protocols.clocks import DotContext, Timestamp, expect_list
+from protocols.crdt._dots import DotStore
 
 
 def _value_key(value: Any) -> bytes:
@@ -80,33 +74,16 @@ class LWWRegister:
         return f"LWWRegister({self.ts!r}, {self.val!r})"
 
 
-class MVRegister:
+class MVRegister(DotStore):
     """Multi-value register: each write gets a dot and replaces the dots it has seen;
     writes that did not see each other (concurrent) are all kept until a later write
     that saw them replaces them."""
 
-    __slots__ = ("entries", "ctx")
-
-    def __init__(self, entries: dict[Dot, Any] | None = None, ctx: DotContext | None = None):
-        self.entries: dict[Dot, Any] = dict(entries or {})
-        self.ctx = ctx if ctx is not None else DotContext.of(self.entries)
-
-    @classmethod
-    def bottom(cls) -> MVRegister:
-        return cls()
-
-    def copy(self) -> MVRegister:
-        return MVRegister(self.entries, self.ctx)
+    __slots__ = ()
 
     def value(self) -> list:
         """The concurrent values, in dot order (the same order at every replica)."""
         return [self.entries[d] for d in sorted(self.entries)]
-
-    def join(self, other: MVRegister) -> MVRegister:
-        return MVRegister(
-            join_entries(self.entries, self.ctx, other.entries, other.ctx),
-            self.ctx.merge(other.ctx),
-        )
 
     def write(self, node: str, value: Any) -> MVRegister:
         dot = self.ctx.next_dot(node)
@@ -114,29 +91,3 @@ class MVRegister:
         self.entries = {dot: value}
         self.ctx = self.ctx.add(dot)
         return MVRegister({dot: value}, DotContext.of(seen | {dot}))
-
-    def prune(self, node: str, upto: int | None = None) -> MVRegister:
-        """Forget ``node``'s writes with counter <= ``upto`` (all if None); their dots stay
-        in the context, so they cannot come back. Returns the delta to ship."""
-        self.ctx, horizon = prune_context(self.ctx, node, upto)
-        self.entries = {
-            d: v for d, v in self.entries.items() if d.node != node or d.counter > horizon
-        }
-        return MVRegister({}, horizon_context(node, horizon))
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, MVRegister):
-            return NotImplemented
-        return self.entries == other.entries and self.ctx == other.ctx
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def to_wire(self) -> list:
-        return [entries_to_wire(self.entries), self.ctx.to_wire()]
-
-    @classmethod
-    def from_wire(cls, data: Any) -> MVRegister:
-        return cls(*state_from_wire(data))
-
-    def __repr__(self) -> str:
-        return f"MVRegister({self.entries!r}, {self.ctx!r})"
