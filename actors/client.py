@@ -15,6 +15,7 @@ import msgpack
 
 from actors.connection import Connection
 from actors.overlay import Answer, ClientGone, PublishEvent, Query, SubscribeClient
+from actors.state import SetTargetRequest
 from protocols import link, wire
 
 _tokens = itertools.count(1)
@@ -52,10 +53,22 @@ class ClientWorker(Connection):
                 return
             self.send(self.context["gossip"], PublishEvent(msg.name, msg.data))
             self.reply(msg.req, True, None)
+        elif kind is link.SetTarget:
+            self.set_target(msg)
         elif kind is link.Request:
             self.request(msg)
         else:
             self.close(f"{kind.__name__} is not a client request", bad=True)
+
+    def set_target(self, msg: link.SetTarget) -> None:
+        try:
+            value = msgpack.unpackb(msg.data, raw=False)
+        except (ValueError, msgpack.ExtraData) as exc:
+            self.reply(msg.req, False, f"a value it cannot read: {exc}")
+            return
+        token = next(_tokens)
+        self.pending[token] = {"req": msg.req, "what": "set", "parts": {}, "want": ["state"]}
+        self.send(self.context["state"], SetTargetRequest(msg.name, value, (token, "state")))
 
     def refuse(self, reason: str) -> None:
         self.write(wire.encode(link.Refused(reason)))
@@ -66,6 +79,7 @@ class ClientWorker(Connection):
         targets = {
             "members": ["membership"],
             "topology": ["node_sup", "membership", "gossip"],
+            "state": ["state", "membership"],
         }.get(msg.what)
         if targets is None:
             self.reply(msg.req, False, f"unknown request {msg.what!r}")
@@ -88,6 +102,10 @@ class ClientWorker(Connection):
                 del self.pending[token]
                 if entry["what"] == "members":
                     body = entry["parts"]["membership"]
+                elif entry["what"] == "set":
+                    body = None
+                elif entry["what"] == "state":
+                    body = {**entry["parts"]["state"], "members": entry["parts"]["membership"]}
                 else:
                     body = {
                         "node": self.node_id,

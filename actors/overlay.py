@@ -38,6 +38,27 @@ from protocols.events import (
 HYPARVIEW = frozenset(hyparview.MESSAGES)
 
 
+class PublishDelta:
+    """From State: broadcast this StateDelta frame to the office."""
+
+    def __init__(self, frame: bytes) -> None:
+        self.frame = frame
+
+
+class DeltaArrived:
+    """To State: a state delta came over Plumtree."""
+
+    def __init__(self, entries: bytes) -> None:
+        self.entries = entries
+
+
+class NotifyClients:
+    """From State: tell this node's subscribers of ``delivery.name`` (no broadcast)."""
+
+    def __init__(self, delivery: link.Delivery) -> None:
+        self.delivery = delivery
+
+
 class WorkerExited:
     """From a connection-worker supervisor (its ``notify`` arg): that worker is gone,
     maybe SIGKILLed, and could not say goodbye itself."""
@@ -293,6 +314,13 @@ class Gossip(SatelliteActor):
             self.subscribers.pop(str(msg.worker), None)
         elif isinstance(msg, WorkerExited):
             self.subscribers.pop(str(msg.address), None)
+        elif isinstance(msg, PublishDelta):
+            self.counter += 1
+            seed = f"{self.node_id}/{os.getpid()}/{time.time_ns()}/d{self.counter}".encode()
+            mid = hashlib.blake2b(seed, digest_size=16).digest()
+            self.apply(self.pt.handle(now, Broadcast(mid, msg.frame)))
+        elif isinstance(msg, NotifyClients):
+            self.notify(msg.delivery)
         elif isinstance(msg, Query):
             body = {
                 "eager_peers": list(self.pt.eager_peers),
@@ -320,11 +348,17 @@ class Gossip(SatelliteActor):
                 "[{}] Gossip: broadcast {} is not an event: {}", self.node_id, effect.id.hex(), exc
             )
             return
+        if type(event) is link.StateDelta:
+            if effect.round > 0 and self.context.get("state") is not None:
+                self.send(self.context["state"], DeltaArrived(event.entries))
+            return
         if type(event) is not link.Event:
             return
-        delivery = link.Delivery(event.name, event.data, event.origin, effect.id)
+        self.notify(link.Delivery(event.name, event.data, event.origin, effect.id))
+
+    def notify(self, delivery: link.Delivery) -> None:
         for worker, names in self.subscribers.values():
-            if event.name in names or "*" in names:
+            if delivery.name in names or "*" in names:
                 self.send(worker, delivery)
 
 

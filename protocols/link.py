@@ -133,3 +133,28 @@ register(
         ("id", "id", Blob(1, 64)),
     ],
 )
+
+
+@dataclass(frozen=True, slots=True)
+class StateDelta:
+    """Inside a Plumtree GOSSIP: replication entries (``protocols.replication``) as msgpack."""
+
+    entries: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SetTarget:
+    """Client: set target ``name`` to the msgpack value ``data``; the Reply comes once it
+    is durable on this node."""
+
+    req: int
+    name: str
+    data: bytes
+
+
+register("state_delta", StateDelta, [("entries", "entries", Blob())])
+register(
+    "set_target",
+    SetTarget,
+    [("req", "req", REQ), ("name", "name", NAME), ("data", "data", Blob())],
+)

@@ -158,6 +158,17 @@ class Antenna:
         data = msgpack.packb(payload, use_bin_type=True)
         self._request(link.Publish(next(self._req), name, data))
 
+    def set(self, name: str, value: Any) -> None:
+        """Set an office target (``lights`` -> ``"on"``); returns once it is durable on
+        this node. Every node's clients subscribed to ``name`` get it as an event."""
+        self.connect()
+        data = msgpack.packb(value, use_bin_type=True)
+        self._request(link.SetTarget(next(self._req), name, data))
+
+    def state(self) -> dict:
+        """The office state as this node has it: ``targets`` and ``members``."""
+        return self._ask("state")
+
     def members(self) -> list[dict]:
         return self._ask("members")
 

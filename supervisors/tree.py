@@ -63,6 +63,7 @@ def node_tree(config: dict[str, Any]) -> dict:
                 {"peer": peer, "incarnation": config["incarnation"], "join": config["join"]},
             ),
             worker("gossip", "actors.overlay.Gossip", {"peer": peer}),
+            worker("state", "actors.state.State", {"data_dir": config["data_dir"]}),
             supervisor(
                 "peer_workers",
                 {"strategy": "simple_one_for_one", "intensity": 1000, "period": 1.0},

@@ -1,0 +1,119 @@
+"""The State actor: the node's replica of the office state, durable before it answers.
+
+First slice (issue 4): the ``targets`` space (``lights`` -> ``"on"``), an OR-map of LWW
+values ordered by a hybrid logical clock. A ``set`` is joined, committed to SQLite,
+acknowledged, then broadcast as a delta over Plumtree; deltas from other nodes are
+joined, committed, and announced to this node's clients as events named after the
+target. The replica and the clock are reloaded from the store at start, before the
+node has any peer, so a restarted node has its state back and never reissues a dot.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgpack
+from loguru import logger
+
+from actors.base import SatelliteActor
+from actors.overlay import Answer, DeltaArrived, NotifyClients, PublishDelta, Query
+from actors.store import Store
+from protocols import link, wire
+from protocols.clocks import HLC, Timestamp
+from protocols.crdt import ORMap
+from protocols.replication import Replica, ReplicationError
+
+SPACES = {"targets": ORMap}
+TARGETS = ("targets", "all")  # one OR-map holds every target
+
+
+class SetTargetRequest:
+    def __init__(self, name: str, value: Any, token: Any) -> None:
+        self.name, self.value, self.token = name, value, token
+
+
+def _ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class State(SatelliteActor):
+    def init(self, args: dict) -> None:
+        self.store = Store(args["data_dir"])
+        self.replica = Replica(SPACES)
+        for key, value in self.store.items("targets"):
+            self.replica.join("targets", key, ORMap.from_wire(msgpack.unpackb(value)))
+        last = self.store.get_meta("hlc")
+        self.hlc = HLC(
+            self.node_id, last=Timestamp.from_wire(msgpack.unpackb(last)) if last else None
+        )
+        self.changes = 0
+
+    def targets(self) -> dict:
+        return self.replica.get(*TARGETS).value()
+
+    def handle(self, msg: Any, sender: Any) -> None:
+        if isinstance(msg, SetTargetRequest):
+            self.set_target(msg, sender)
+        elif isinstance(msg, DeltaArrived):
+            self.delta_arrived(msg.entries)
+        elif isinstance(msg, Query):
+            self.send(sender, Answer(msg.what, msg.token, {"targets": self.targets()}))
+
+    def commit(self, changed: list[tuple[str, str]]) -> None:
+        """Durable first: only then is a change acknowledged or announced."""
+        with self.store.transaction():
+            for space, key in changed:
+                state = self.replica.get(space, key)
+                self.store.put(space, key, msgpack.packb(state.to_wire(), use_bin_type=True))
+            self.store.set_meta("hlc", msgpack.packb(self.hlc.last.to_wire()))
+
+    def set_target(self, msg: SetTargetRequest, sender: Any) -> None:
+        before = self.targets()
+        current = self.replica.get(*TARGETS).copy()
+        delta = current.put(self.node_id, msg.name, msg.value, self.hlc.now(_ms()))
+        self.replica.join(*TARGETS, delta)
+        self.commit([TARGETS])
+        self.send(sender, Answer("set", msg.token, True))
+        entries = msgpack.packb([Replica.entry(*TARGETS, delta)], use_bin_type=True)
+        gossip = self.context.get("gossip")
+        if gossip is not None:
+            self.send(gossip, PublishDelta(wire.encode(link.StateDelta(entries))))
+        self.announce(before, self.node_id)
+
+    def delta_arrived(self, entries: bytes) -> None:
+        before = self.targets()
+        try:
+            data = msgpack.unpackb(entries, raw=False, strict_map_key=False)
+            changed = self.replica.receive(data)
+        except (ValueError, TypeError, ReplicationError) as exc:
+            logger.warning("[{}] State: a delta it cannot join: {}", self.node_id, exc)
+            return
+        if changed:
+            for space, key in changed:
+                for ts in self._timestamps(space, key):
+                    self.hlc.update(ts, _ms())
+            self.commit(changed)
+            self.announce(before, "")
+
+    def _timestamps(self, space: str, key: str) -> list[Timestamp]:
+        state = self.replica.get(space, key)
+        return [reg.ts for _, reg in state.entries.values() if reg.ts is not None]
+
+    def announce(self, before: dict, origin: str) -> None:
+        """Every target whose value changed becomes an event for this node's clients."""
+        gossip = self.context.get("gossip")
+        after = self.targets()
+        for name in sorted(set(before) | set(after)):
+            if before.get(name) != after.get(name):
+                self.changes += 1
+                data = msgpack.packb(after.get(name), use_bin_type=True)
+                stamp = f"{self.node_id}/{self.changes}".encode()
+                reg = self.replica.get(*TARGETS).register(name)
+                writer = reg.ts.node if reg is not None and reg.ts is not None else origin
+                delivery = link.Delivery(name, data, writer or self.node_id, stamp)
+                if gossip is not None:
+                    self.send(gossip, NotifyClients(delivery))
+
+    def stopping(self) -> None:
+        self.store.close()

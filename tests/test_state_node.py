@@ -1,0 +1,74 @@
+"""The office targets on real nodes: set, events, convergence, durability."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cluster import Cluster, Node, free_port_block, wait_for, whole_and_symmetric
+
+
+@pytest.fixture(scope="module")
+def office(tmp_path_factory):
+    cluster = Cluster(tmp_path_factory.mktemp("state"), 3, prefix="state")
+    try:
+        cluster.start()
+        wait_for(lambda: whole_and_symmetric(cluster.nodes), 10, "a whole overlay")
+        yield cluster
+    finally:
+        cluster.stop()
+        assert not cluster.leftovers(), "processes left behind"
+
+
+def targets(node: Node) -> dict:
+    with node.antenna() as antenna:
+        return antenna.state()["targets"]
+
+
+def test_set_reaches_every_nodes_clients_exactly_once(office):
+    got = {n.name: [] for n in office.nodes}
+    antennas = []
+    try:
+        for node in office.nodes:
+            antenna = node.antenna()
+            antenna.on("lights")(lambda payload, data, who=node.name: got[who].append(payload))
+            antenna.start()
+            antennas.append(antenna)
+        with office.nodes[0].antenna() as antenna:
+            antenna.set("lights", "on")
+            assert antenna.state()["targets"]["lights"] == "on"  # durable here on return
+        wait_for(lambda: all(v == ["on"] for v in got.values()), 5, "the event everywhere")
+        with office.nodes[2].antenna() as antenna:
+            antenna.set("lights", "on")  # no change: no event
+            antenna.set("lights", "off")
+        wait_for(lambda: all(v == ["on", "off"] for v in got.values()), 5, "the second event")
+    finally:
+        for antenna in antennas:
+            antenna.stop()
+
+
+def test_concurrent_sets_end_with_one_value_everywhere(office):
+    for i, node in enumerate(office.nodes):
+        with node.antenna() as antenna:
+            antenna.set("temperature", 20 + i)
+    wait_for(
+        lambda: len({targets(n).get("temperature") for n in office.nodes}) == 1,
+        5,
+        "one temperature everywhere",
+    )
+
+
+def test_a_killed_node_restarts_with_its_state_and_no_peers(tmp_path):
+    port = free_port_block(1)
+    node = Node("durable", port, tmp_path / "durable", [])
+    node.start()
+    try:
+        node.wait_up()
+        with node.antenna() as antenna:
+            antenna.set("lights", "on")
+            antenna.set("temperature", 21.5)
+        node.kill()  # SIGKILL, every process
+        node.start()  # same data dir, nobody to join
+        node.wait_up()
+        assert targets(node) == {"lights": "on", "temperature": 21.5}
+    finally:
+        node.kill()
