@@ -160,12 +160,18 @@ class Membership(SatelliteActor):
         for peer in list(self.outbox):
             if peer not in self.dialled:
                 self._dial(peer)
-        # Gossip restarted: tell it every link we hold.
-        gossip = self.context.get("gossip")
-        if gossip is not None:
-            for peer in self.hv.active_view:
-                if peer in self.workers:
-                    self.send(gossip, Link(peer, self.workers[peer][0]))
+        # Gossip or State restarted: tell them every link we hold.
+        for peer in self.hv.active_view:
+            if peer in self.workers:
+                self._tell_link(peer, self.workers[peer][0])
+
+    def _tell_link(self, peer: str, worker: Any) -> None:
+        """The actors that talk to neighbours (Gossip, State) learn which worker reaches
+        ``peer`` (None: the link is gone)."""
+        for name in ("gossip", "state"):
+            target = self.context.get(name)
+            if target is not None:
+                self.send(target, Link(peer, worker))
 
     def handle(self, msg: Any, sender: Any) -> None:
         now = time.monotonic()
@@ -208,9 +214,8 @@ class Membership(SatelliteActor):
         self.dialled.discard(peer)
         if pending:
             self.send(workers[0], SendFrames(bytes(pending)))
-        gossip = self.context.get("gossip")
-        if gossip is not None and peer in self.hv.active_view:
-            self.send(gossip, Link(peer, workers[0]))
+        if peer in self.hv.active_view:
+            self._tell_link(peer, workers[0])
 
     def _worker_exited(self, now: float, address: Any) -> None:
         for peer, workers in list(self.workers.items()):
@@ -225,9 +230,8 @@ class Membership(SatelliteActor):
             return  # already heard of (the worker's own goodbye, then its exit notice)
         if workers:
             # Another connection to the same peer still stands (both dialled at once).
-            gossip = self.context.get("gossip")
-            if gossip is not None and msg.peer in self.hv.active_view:
-                self.send(gossip, Link(msg.peer, workers[0]))
+            if msg.peer in self.hv.active_view:
+                self._tell_link(msg.peer, workers[0])
             return
         self.workers.pop(msg.peer, None)
         dialling = self.outbox.pop(msg.peer, None) is not None
@@ -236,7 +240,6 @@ class Membership(SatelliteActor):
             self.apply(self.hv.handle(now, PeerFailed(msg.peer)))
 
     def apply(self, effects: list) -> None:
-        gossip = self.context.get("gossip")
         for effect in effects:
             kind = type(effect)
             if kind is Send:
@@ -248,11 +251,10 @@ class Membership(SatelliteActor):
                     self.send(worker, SendFrames(b"", close=True))
             elif kind is NeighborUp:
                 workers = self.workers.get(effect.peer)
-                if gossip is not None and workers:
-                    self.send(gossip, Link(effect.peer, workers[0]))
+                if workers:
+                    self._tell_link(effect.peer, workers[0])
             elif kind is NeighborDown:
-                if gossip is not None:
-                    self.send(gossip, Link(effect.peer, None))
+                self._tell_link(effect.peer, None)
 
     def _send(self, peer: str, frame: bytes) -> None:
         workers = self.workers.get(peer)
@@ -403,6 +405,9 @@ class PeerWorker(Connection):
             self.send(self.context["membership"], FromPeer(self.peer, msg))
         elif kind in PLUMTREE:
             self.send(self.context["gossip"], FromPeer(self.peer, msg))
+        elif kind in (link.StateDigest, link.StateEntries):
+            if self.context.get("state") is not None:
+                self.send(self.context["state"], FromPeer(self.peer, msg))
         elif kind is not link.Ping:
             self.close(f"{kind.__name__} has no business on a peer link", bad=True)
 

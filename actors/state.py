@@ -10,14 +10,26 @@ node has any peer, so a restarted node has its state back and never reissues a d
 
 from __future__ import annotations
 
+import random
 import time
+from datetime import timedelta
 from typing import Any
 
 import msgpack
 from loguru import logger
+from thespian.actors import WakeupMessage
 
 from actors.base import SatelliteActor
-from actors.overlay import Answer, DeltaArrived, NotifyClients, PublishDelta, Query
+from actors.connection import SendFrames
+from actors.overlay import (
+    Answer,
+    DeltaArrived,
+    FromPeer,
+    Link,
+    NotifyClients,
+    PublishDelta,
+    Query,
+)
 from actors.store import Store
 from protocols import link, wire
 from protocols.clocks import HLC, Timestamp
@@ -26,6 +38,7 @@ from protocols.replication import Replica, ReplicationError
 
 SPACES = {"targets": ORMap}
 TARGETS = ("targets", "all")  # one OR-map holds every target
+ANTI_ENTROPY = 10.0  # seconds between digest exchanges with a random neighbour
 
 
 class SetTargetRequest:
@@ -48,6 +61,9 @@ class State(SatelliteActor):
             self.node_id, last=Timestamp.from_wire(msgpack.unpackb(last)) if last else None
         )
         self.changes = 0
+        self.links: dict[str, Any] = {}  # neighbour -> connection worker
+        self.rng = random.Random()
+        self.wakeupAfter(timedelta(seconds=ANTI_ENTROPY * (0.5 + self.rng.random())), "ae")
 
     def targets(self) -> dict:
         return self.replica.get(*TARGETS).value()
@@ -56,7 +72,22 @@ class State(SatelliteActor):
         if isinstance(msg, SetTargetRequest):
             self.set_target(msg, sender)
         elif isinstance(msg, DeltaArrived):
-            self.delta_arrived(msg.entries)
+            self.merge(msg.entries)
+        elif isinstance(msg, Link):
+            if msg.worker is None:
+                self.links.pop(msg.peer, None)
+            else:
+                new = msg.peer not in self.links
+                self.links[msg.peer] = msg.worker
+                if new:
+                    # A new neighbour (or we just restarted): compare states at once.
+                    self.send_digest(msg.peer, reply=True)
+        elif isinstance(msg, FromPeer):
+            self.from_peer(msg.peer, msg.message)
+        elif isinstance(msg, WakeupMessage) and msg.payload == "ae":
+            if self.links:
+                self.send_digest(self.rng.choice(sorted(self.links)), reply=True)
+            self.wakeupAfter(timedelta(seconds=ANTI_ENTROPY), "ae")
         elif isinstance(msg, Query):
             self.send(sender, Answer(msg.what, msg.token, {"targets": self.targets()}))
 
@@ -81,7 +112,30 @@ class State(SatelliteActor):
             self.send(gossip, PublishDelta(wire.encode(link.StateDelta(entries))))
         self.announce(before, self.node_id)
 
-    def delta_arrived(self, entries: bytes) -> None:
+    # -- anti-entropy with one neighbour at a time ----------------------------------------
+
+    def send_digest(self, peer: str, reply: bool) -> None:
+        digest = msgpack.packb(self.replica.digest(), use_bin_type=True)
+        self.send(self.links[peer], SendFrames(wire.encode(link.StateDigest(digest, reply))))
+
+    def from_peer(self, peer: str, msg: Any) -> None:
+        worker = self.links.get(peer)
+        if type(msg) is link.StateEntries:
+            self.merge(msg.entries)
+        elif type(msg) is link.StateDigest and worker is not None:
+            try:
+                remote = msgpack.unpackb(msg.digest, raw=False)
+                entries = self.replica.differing(remote)
+            except (ValueError, TypeError, AttributeError) as exc:
+                logger.warning("[{}] State: bad digest from {}: {}", self.node_id, peer, exc)
+                return
+            if entries:
+                data = msgpack.packb(entries, use_bin_type=True)
+                self.send(worker, SendFrames(wire.encode(link.StateEntries(data))))
+            if msg.reply:
+                self.send_digest(peer, reply=False)
+
+    def merge(self, entries: bytes) -> None:
         before = self.targets()
         try:
             data = msgpack.unpackb(entries, raw=False, strict_map_key=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocols.wire import INCARNATION, PEER, Blob, Seq, Text, UInt, register
+from protocols.wire import INCARNATION, PEER, Blob, Bool, Seq, Text, UInt, register
 
 PROTOCOL_VERSION = 1
 NAME = Text(1, 255)
@@ -158,3 +158,23 @@ register(
     SetTarget,
     [("req", "req", REQ), ("name", "name", NAME), ("data", "data", Blob())],
 )
+
+
+@dataclass(frozen=True, slots=True)
+class StateDigest:
+    """Anti-entropy, first step: a hash per entry (msgpack); ``reply`` asks for the
+    peer's own digest back, so both sides learn what the other lacks."""
+
+    digest: bytes
+    reply: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StateEntries:
+    """Anti-entropy, second step: the entries that differ (msgpack)."""
+
+    entries: bytes
+
+
+register("state_digest", StateDigest, [("digest", "digest", Blob()), ("reply", "reply", Bool())])
+register("state_entries", StateEntries, [("entries", "entries", Blob())])

@@ -72,3 +72,23 @@ def test_a_killed_node_restarts_with_its_state_and_no_peers(tmp_path):
         assert targets(node) == {"lights": "on", "temperature": 21.5}
     finally:
         node.kill()
+
+
+def test_nodes_that_wrote_apart_converge_once_they_meet(tmp_path):
+    base = free_port_block(2)
+    first = Node("apart0", base, tmp_path / "apart0", [])
+    second = Node("apart1", base + 1, tmp_path / "apart1", [f"127.0.0.1:{base}"])
+    try:
+        second.start()  # its seed is not up: it writes alone
+        second.wait_up()
+        with second.antenna() as antenna:
+            antenna.set("blinds", "down")
+        first.start()
+        first.wait_up()
+        with first.antenna() as antenna:
+            antenna.set("lights", "on")
+        want = {"blinds": "down", "lights": "on"}
+        wait_for(lambda: targets(first) == want == targets(second), 20, "both to converge")
+    finally:
+        first.kill()
+        second.kill()
