@@ -5,6 +5,7 @@
 1. N nodes started together, all joining through one seed: seconds until the active
    views (read through ``topology()``) are whole and symmetric, then until an event
    published at each node reached an Antenna on every node.
+   Then ``set("lights", ...)`` at one node: seconds until a client on every node has it.
 2. Three nodes SIGKILLed: seconds until the survivors' views are whole again, and until
    new events from every survivor reached every survivor.
 3. On a node of the survivors, each actor role SIGKILLed in turn: seconds from the kill
@@ -52,6 +53,28 @@ def deliver(sources: list[Node], sinks: list[Node], timeout: float = 30.0) -> fl
                         raise
                     time.sleep(0.02)
         wait_for(lambda: all(tokens <= s for s in got.values()), timeout, "deliveries", 0.01)
+        return time.monotonic() - t0
+    finally:
+        for antenna in antennas:
+            antenna.stop()
+
+
+def set_to_all(nodes: list[Node], timeout: float = 10.0) -> float:
+    """``set("lights", ...)`` at one node: seconds until a client on every node has the
+    event (counted from the call to ``set``)."""
+    got: dict[str, list] = {n.name: [] for n in nodes}
+    antennas = []
+    for node in nodes:
+        antenna = node.antenna()
+        antenna.on("lights")(lambda p, who=node.name: got[who].append(p))
+        antenna.start()
+        antennas.append(antenna)
+    try:
+        value = f"on-{time.time_ns()}"
+        t0 = time.monotonic()
+        with nodes[0].antenna() as antenna:
+            antenna.set("lights", value)
+        wait_for(lambda: all(value in v for v in got.values()), timeout, "the event", 0.005)
         return time.monotonic() - t0
     finally:
         for antenna in antennas:
@@ -113,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_for(lambda: whole_and_symmetric(cluster.nodes), 60, "a whole overlay", 0.05)
             out["start_to_whole_overlay_s"] = round(time.monotonic() - t0, 2)
             out["events_to_all_s"] = round(deliver(cluster.nodes, cluster.nodes), 3)
+            out["set_to_all_clients_s"] = round(set_to_all(cluster.nodes), 3)
 
             dead, alive = cluster.nodes[-3:], cluster.nodes[:-3]
             t0 = time.monotonic()
