@@ -3,6 +3,7 @@
     node_sup              rest_for_one, 5 restarts in 10 s
     ├── membership        permanent   HyParView, and which connection reaches which peer
     ├── gossip            permanent   Plumtree, and who among the clients wants what
+    ├── state             permanent   the office state, reloaded from SQLite on every start
     ├── peer_workers      supervisor  simple_one_for_one: one PeerWorker per TCP link (temporary)
     ├── peer_listener     permanent   accepts on the peer port
     ├── client_workers    supervisor  simple_one_for_one: one ClientWorker per Antenna (temporary)
