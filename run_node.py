@@ -23,7 +23,18 @@ from typing import Any
 DEFAULT_PEER_PORT = 7400
 DEFAULT_CLIENT_PORT = 8000
 ADMIN_OFFSET = 20000  # Thespian admin port = peer port + this, so nodes side by side just work
-SETTINGS = ("node_id", "bind", "client", "join", "data_dir", "admin_port", "log_level", "log_json")
+SETTINGS = (
+    "node_id",
+    "bind",
+    "client",
+    "join",
+    "data_dir",
+    "admin_port",
+    "log_level",
+    "log_json",
+    "sensor",
+    "read_interval",
+)
 
 
 class ConfigError(Exception):
@@ -63,6 +74,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     p.add_argument("--log-json", action="store_true", default=None, help="log JSON lines")
+    p.add_argument(
+        "--sensor",
+        help="none, sim, sim:<celsius>, tmp102@<bus>:<addr>, "
+        "mcp9808@<bus>:<addr> or bme280@<bus>:<addr> (default sim)",
+    )
+    p.add_argument("--read-interval", type=float, help="seconds between readings (default 5)")
     p.add_argument("--config", help="a TOML file with the same settings (flags win)")
     return p
 
@@ -111,7 +128,22 @@ def load_config(argv: list[str] | None) -> dict[str, Any]:
     level = str(settings.get("log_level", "INFO")).upper()
     if level not in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"--log-level: unknown level {level!r}")
+    from sensors import parse_sensor_spec
+
+    sensor = str(settings.get("sensor", "sim"))
+    try:
+        parse_sensor_spec(sensor)
+    except ValueError as exc:
+        raise ConfigError(f"--sensor: {exc}") from None
+    try:
+        read_interval = float(settings.get("read_interval", 5.0))
+    except (TypeError, ValueError):
+        raise ConfigError("--read-interval: not a number of seconds") from None
+    if not 0.1 <= read_interval <= 3600:
+        raise ConfigError(f"--read-interval: {read_interval} s is not between 0.1 and 3600")
     return {
+        "sensor": sensor,
+        "read_interval": read_interval,
         "node_id": node_id,
         "bind": f"{bind_host}:{bind_port}",
         "peer": f"{advertised}:{bind_port}",

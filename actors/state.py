@@ -30,14 +30,16 @@ from actors.overlay import (
     PublishDelta,
     Query,
 )
+from actors.sensing import NewReading
 from actors.store import Store
 from protocols import link, wire
 from protocols.clocks import HLC, Timestamp
 from protocols.crdt import ORMap
 from protocols.replication import Replica, ReplicationError
 
-SPACES = {"targets": ORMap}
+SPACES = {"targets": ORMap, "readings": ORMap}
 TARGETS = ("targets", "all")  # one OR-map holds every target
+READINGS = ("readings", "all")  # node id -> its latest reading
 ANTI_ENTROPY = 10.0  # seconds between digest exchanges with a random neighbour
 
 
@@ -54,8 +56,10 @@ class State(SatelliteActor):
     def init(self, args: dict) -> None:
         self.store = Store(args["data_dir"])
         self.replica = Replica(SPACES)
-        for key, value in self.store.items("targets"):
-            self.replica.join("targets", key, ORMap.from_wire(msgpack.unpackb(value)))
+        for space, cls in SPACES.items():
+            for key, value in self.store.items(space):
+                self.replica.join(space, key, cls.from_wire(msgpack.unpackb(value)))
+        self.read_interval = float(args.get("read_interval", 5.0))
         last = self.store.get_meta("hlc")
         self.hlc = HLC(
             self.node_id, last=Timestamp.from_wire(msgpack.unpackb(last)) if last else None
@@ -88,8 +92,42 @@ class State(SatelliteActor):
             if self.links:
                 self.send_digest(self.rng.choice(sorted(self.links)), reply=True)
             self.wakeupAfter(timedelta(seconds=ANTI_ENTROPY), "ae")
+        elif isinstance(msg, NewReading):
+            self.new_reading(msg)
         elif isinstance(msg, Query):
-            self.send(sender, Answer(msg.what, msg.token, {"targets": self.targets()}))
+            self.send(sender, Answer(msg.what, msg.token, self.snapshot()))
+
+    def snapshot(self) -> dict:
+        readings = self.replica.get(*READINGS).value()
+        # A node whose latest reading is older than three intervals is not counted.
+        fresh = _ms() - 3_000 * self.read_interval
+        temps = [
+            r["temperature"]
+            for r in readings.values()
+            if isinstance(r, dict) and r.get("temperature") is not None and r.get("at", 0) >= fresh
+        ]
+        return {
+            "targets": self.targets(),
+            "readings": readings,
+            "avg_temp": round(sum(temps) / len(temps), 3) if temps else None,
+        }
+
+    def new_reading(self, msg: NewReading) -> None:
+        value = {"at": _ms()}
+        for name in ("temperature", "humidity", "pressure"):
+            if getattr(msg, name) is not None:
+                value[name] = getattr(msg, name)
+        current = self.replica.get(*READINGS).copy()
+        delta = current.put(self.node_id, self.node_id, value, self.hlc.now(_ms()))
+        self.replica.join(*READINGS, delta)
+        self.commit([READINGS])
+        self.broadcast(delta, READINGS)
+
+    def broadcast(self, delta: Any, where: tuple[str, str]) -> None:
+        entries = msgpack.packb([Replica.entry(*where, delta)], use_bin_type=True)
+        gossip = self.context.get("gossip")
+        if gossip is not None:
+            self.send(gossip, PublishDelta(wire.encode(link.StateDelta(entries))))
 
     def commit(self, changed: list[tuple[str, str]]) -> None:
         """Durable first: only then is a change acknowledged or announced."""
@@ -106,10 +144,7 @@ class State(SatelliteActor):
         self.replica.join(*TARGETS, delta)
         self.commit([TARGETS])
         self.send(sender, Answer("set", msg.token, True))
-        entries = msgpack.packb([Replica.entry(*TARGETS, delta)], use_bin_type=True)
-        gossip = self.context.get("gossip")
-        if gossip is not None:
-            self.send(gossip, PublishDelta(wire.encode(link.StateDelta(entries))))
+        self.broadcast(delta, TARGETS)
         self.announce(before, self.node_id)
 
     # -- anti-entropy with one neighbour at a time ----------------------------------------

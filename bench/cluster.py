@@ -63,7 +63,10 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, step: floa
 
 
 class Node:
-    def __init__(self, name: str, peer_port: int, data_dir: Path, join: list[str]) -> None:
+    def __init__(
+        self, name: str, peer_port: int, data_dir: Path, join: list[str], extra: tuple = ()
+    ) -> None:
+        self.extra = list(extra)  # more run_node.py flags
         self.name = name
         self.peer_port = peer_port
         self.client_port = peer_port + 1000
@@ -89,6 +92,7 @@ class Node:
         ]
         for seed in self.join:
             cmd += ["--join", seed]
+        cmd += self.extra
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)

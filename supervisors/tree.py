@@ -64,7 +64,16 @@ def node_tree(config: dict[str, Any]) -> dict:
                 {"peer": peer, "incarnation": config["incarnation"], "join": config["join"]},
             ),
             worker("gossip", "actors.overlay.Gossip", {"peer": peer}),
-            worker("state", "actors.state.State", {"data_dir": config["data_dir"]}),
+            worker(
+                "state",
+                "actors.state.State",
+                {"data_dir": config["data_dir"], "read_interval": config["read_interval"]},
+            ),
+            worker(
+                "sensor",
+                "actors.sensing.SensorReader",
+                {"sensor": config["sensor"], "interval": config["read_interval"]},
+            ),
             supervisor(
                 "peer_workers",
                 {"strategy": "simple_one_for_one", "intensity": 1000, "period": 1.0},

@@ -92,3 +92,55 @@ def test_nodes_that_wrote_apart_converge_once_they_meet(tmp_path):
     finally:
         first.kill()
         second.kill()
+
+
+def test_five_simulated_sensors_average_out_everywhere(tmp_path):
+    base = free_port_block(5)
+    seed = f"127.0.0.1:{base}"
+    nodes = [
+        Node(
+            f"sens{i}",
+            base + i,
+            tmp_path / f"sens{i}",
+            [] if i == 0 else [seed],
+            ("--sensor", f"sim:{20 + i}", "--read-interval", "1"),
+        )
+        for i in range(5)
+    ]
+    try:
+        for node in nodes:
+            node.start()
+        for node in nodes:
+            node.wait_up()
+
+        def everywhere() -> bool:
+            for node in nodes:
+                with node.antenna() as antenna:
+                    state = antenna.state()
+                if len(state["readings"]) != 5 or state["avg_temp"] != 22.0:
+                    return False
+            return True
+
+        wait_for(everywhere, 15, "all five readings and avg_temp 22.0 on every node")
+        with nodes[3].antenna() as antenna:
+            reading = antenna.state()["readings"]["sens3"]
+        assert reading["temperature"] == 23.0 and reading["at"] > 0
+    finally:
+        for node in nodes:
+            node.kill()
+
+
+def test_a_bad_sensor_flag_gets_one_line_and_status_2():
+    import subprocess
+    import sys
+
+    from bench.cluster import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run_node.py"), "--sensor", "lava@1:2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2 and "--sensor" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,66 @@
+"""The sensor reader: reads the node's sensor every interval and hands it to State.
+
+A failing bus is logged and counted and retried with backoff (doubling up to a minute);
+it never takes the node down: the reader does not crash on a sensor error.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from loguru import logger
+from thespian.actors import WakeupMessage
+
+from actors.base import SatelliteActor
+from sensors import SensorError, open_sensor
+
+MAX_BACKOFF = 60.0
+
+
+class NewReading:
+    def __init__(
+        self, temperature: float | None, humidity: float | None, pressure: float | None
+    ) -> None:
+        self.temperature, self.humidity, self.pressure = temperature, humidity, pressure
+
+
+class SensorReader(SatelliteActor):
+    def init(self, args: dict) -> None:
+        self.interval = float(args["interval"])
+        self.errors = 0
+        self.failing = 0  # consecutive failures, for the backoff
+        self.spec = args["sensor"]
+        self.sensor = None
+        self.wakeupAfter(timedelta(seconds=0), "read")
+
+    def failed(self, exc: Exception) -> None:
+        self.errors += 1
+        self.failing += 1
+        delay = min(MAX_BACKOFF, self.interval * 2 ** (self.failing - 1))
+        logger.warning(
+            "[{}] sensor: {} (error {}); next try in {:.0f} s",
+            self.node_id,
+            exc,
+            self.errors,
+            delay,
+        )
+        self.wakeupAfter(timedelta(seconds=delay), "read")
+
+    def handle(self, msg: Any, sender: Any) -> None:
+        if not (isinstance(msg, WakeupMessage) and msg.payload == "read"):
+            return
+        try:
+            if self.sensor is None:
+                self.sensor = open_sensor(self.spec)
+                if self.sensor is None:
+                    return  # --sensor none
+            reading = self.sensor.read()
+        except SensorError as exc:
+            self.failed(exc)
+            return
+        self.failing = 0
+        state = self.context.get("state")
+        if state is not None:
+            self.send(state, NewReading(reading.temperature, reading.humidity, reading.pressure))
+        self.wakeupAfter(timedelta(seconds=self.interval), "read")
