@@ -34,6 +34,7 @@ SETTINGS = (
     "log_json",
     "sensor",
     "read_interval",
+    "network_scan",
 )
 
 
@@ -80,6 +81,10 @@ def parser() -> argparse.ArgumentParser:
         "mcp9808@<bus>:<addr> or bme280@<bus>:<addr> (default sim)",
     )
     p.add_argument("--read-interval", type=float, help="seconds between readings (default 5)")
+    p.add_argument(
+        "--network-scan",
+        help="none, arp (/proc/net/arp, the default) or file:<path> (same format)",
+    )
     p.add_argument("--config", help="a TOML file with the same settings (flags win)")
     return p
 
@@ -128,7 +133,13 @@ def load_config(argv: list[str] | None) -> dict[str, Any]:
     level = str(settings.get("log_level", "INFO")).upper()
     if level not in ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"--log-level: unknown level {level!r}")
-    from sensors import parse_sensor_spec
+    from sensors import parse_scan_spec, parse_sensor_spec
+
+    network_scan = str(settings.get("network_scan", "arp"))
+    try:
+        parse_scan_spec(network_scan)
+    except ValueError as exc:
+        raise ConfigError(f"--network-scan: {exc}") from None
 
     sensor = str(settings.get("sensor", "sim"))
     try:
@@ -142,6 +153,7 @@ def load_config(argv: list[str] | None) -> dict[str, Any]:
     if not 0.1 <= read_interval <= 3600:
         raise ConfigError(f"--read-interval: {read_interval} s is not between 0.1 and 3600")
     return {
+        "network_scan": network_scan,
         "sensor": sensor,
         "read_interval": read_interval,
         "node_id": node_id,

@@ -13,7 +13,7 @@ from loguru import logger
 from thespian.actors import WakeupMessage
 
 from actors.base import SatelliteActor
-from sensors import SensorError, open_sensor
+from sensors import SensorError, open_sensor, parse_scan_spec, scan
 
 MAX_BACKOFF = 60.0
 
@@ -64,3 +64,36 @@ class SensorReader(SatelliteActor):
         if state is not None:
             self.send(state, NewReading(reading.temperature, reading.humidity, reading.pressure))
         self.wakeupAfter(timedelta(seconds=self.interval), "read")
+
+
+class DevicesSeen:
+    """From the network scanner to State: MAC -> IP of the devices in the ARP table."""
+
+    def __init__(self, devices: dict) -> None:
+        self.devices = devices
+
+
+class NetworkScanner(SatelliteActor):
+    """Reads the ARP table every interval (who is in the office, by their devices)."""
+
+    def init(self, args: dict) -> None:
+        self.spec = parse_scan_spec(args["scan"])
+        self.interval = float(args["interval"])
+        self.errors = 0
+        if self.spec.kind != "none":
+            self.wakeupAfter(timedelta(seconds=0), "scan")
+
+    def handle(self, msg: Any, sender: Any) -> None:
+        if not (isinstance(msg, WakeupMessage) and msg.payload == "scan"):
+            return
+        try:
+            entries = scan(self.spec)
+        except OSError as exc:
+            self.errors += 1
+            logger.warning("[{}] network scan: {} (error {})", self.node_id, exc, self.errors)
+        else:
+            state = self.context.get("state")
+            if state is not None:
+                devices = {e.mac_addr: {"ip_addr": e.ip_addr, "device": e.device} for e in entries}
+                self.send(state, DevicesSeen(devices))
+        self.wakeupAfter(timedelta(seconds=self.interval), "scan")

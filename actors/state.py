@@ -30,16 +30,18 @@ from actors.overlay import (
     PublishDelta,
     Query,
 )
-from actors.sensing import NewReading
+from actors.sensing import DevicesSeen, NewReading
 from actors.store import Store
 from protocols import link, wire
 from protocols.clocks import HLC, Timestamp
 from protocols.crdt import ORMap
 from protocols.replication import Replica, ReplicationError
 
-SPACES = {"targets": ORMap, "readings": ORMap}
+SPACES = {"targets": ORMap, "readings": ORMap, "network": ORMap}
+NETWORK = ("network", "all")  # MAC -> {ip_addr, seen_by, at}
 TARGETS = ("targets", "all")  # one OR-map holds every target
 READINGS = ("readings", "all")  # node id -> its latest reading
+ONLINE_MS = 5 * 60 * 1000  # a device not seen for 5 minutes is not online
 ANTI_ENTROPY = 10.0  # seconds between digest exchanges with a random neighbour
 
 
@@ -94,6 +96,8 @@ class State(SatelliteActor):
             self.wakeupAfter(timedelta(seconds=ANTI_ENTROPY), "ae")
         elif isinstance(msg, NewReading):
             self.new_reading(msg)
+        elif isinstance(msg, DevicesSeen):
+            self.devices_seen(msg.devices)
         elif isinstance(msg, Query):
             self.send(sender, Answer(msg.what, msg.token, self.snapshot()))
 
@@ -106,11 +110,37 @@ class State(SatelliteActor):
             for r in readings.values()
             if isinstance(r, dict) and r.get("temperature") is not None and r.get("at", 0) >= fresh
         ]
+        network = self.replica.get(*NETWORK).value()
+        online = [
+            {"mac_addr": mac, **entry}
+            for mac, entry in sorted(network.items())
+            if isinstance(entry, dict) and entry.get("at", 0) >= _ms() - ONLINE_MS
+        ]
         return {
             "targets": self.targets(),
+            "online_devices": online,
             "readings": readings,
             "avg_temp": round(sum(temps) / len(temps), 3) if temps else None,
         }
+
+    def devices_seen(self, devices: dict) -> None:
+        """Record what this node sees; a device's entry says who saw it and when. Only a
+        change (a new device, a new IP) or a refresh due for freshness is written."""
+        current = self.replica.get(*NETWORK).copy()
+        now = _ms()
+        known = current.value()
+        delta = None
+        for mac, seen in devices.items():
+            old = known.get(mac)
+            stale = not isinstance(old, dict) or now - old.get("at", 0) > ONLINE_MS // 3
+            if stale or old.get("ip_addr") != seen["ip_addr"]:
+                value = {**seen, "seen_by": self.node_id, "at": now}
+                step = current.put(self.node_id, mac, value, self.hlc.now(now))
+                delta = step if delta is None else delta.join(step)
+        if delta is not None:
+            self.replica.join(*NETWORK, delta)
+            self.commit([NETWORK])
+            self.broadcast(delta, NETWORK)
 
     def new_reading(self, msg: NewReading) -> None:
         value = {"at": _ms()}

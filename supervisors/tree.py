@@ -70,6 +70,11 @@ def node_tree(config: dict[str, Any]) -> dict:
                 {"data_dir": config["data_dir"], "read_interval": config["read_interval"]},
             ),
             worker(
+                "network_scanner",
+                "actors.sensing.NetworkScanner",
+                {"scan": config["network_scan"], "interval": config["read_interval"]},
+            ),
+            worker(
                 "sensor",
                 "actors.sensing.SensorReader",
                 {"sensor": config["sensor"], "interval": config["read_interval"]},

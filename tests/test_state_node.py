@@ -144,3 +144,42 @@ def test_a_bad_sensor_flag_gets_one_line_and_status_2():
     )
     assert proc.returncode == 2 and "--sensor" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+ARP = """IP address       HW type     Flags       HW address            Mask     Device
+10.0.0.7         0x1         0x2         AA:BB:CC:DD:EE:01     *        wlan0
+10.0.0.9         0x1         0x0         00:00:00:00:00:00     *        wlan0
+"""
+
+
+def test_a_device_one_node_sees_is_online_on_every_node(tmp_path):
+    base = free_port_block(2)
+    arp = tmp_path / "arp"
+    arp.write_text(ARP)
+    seer = Node(
+        "net0",
+        base,
+        tmp_path / "net0",
+        [],
+        ("--network-scan", f"file:{arp}", "--read-interval", "1"),
+    )
+    other = Node(
+        "net1", base + 1, tmp_path / "net1", [f"127.0.0.1:{base}"], ("--network-scan", "none")
+    )
+    try:
+        for node in (seer, other):
+            node.start()
+        for node in (seer, other):
+            node.wait_up()
+
+        def online(node: Node) -> list:
+            with node.antenna() as antenna:
+                return antenna.state()["online_devices"]
+
+        wait_for(lambda: len(online(other)) == 1, 15, "the device on the other node")
+        (device,) = online(other)
+        assert device["mac_addr"] == "aa:bb:cc:dd:ee:01" and device["ip_addr"] == "10.0.0.7"
+        assert device["seen_by"] == "net0" and online(seer) == [device]
+    finally:
+        seer.kill()
+        other.kill()
