@@ -1,6 +1,6 @@
 """The node's supervision tree, as data (like an OTP application's ``*_sup`` module).
 
-    node_sup              rest_for_one, 5 restarts in 10 s
+    node_sup              rest_for_one, 5 restarts in 30 s
     ├── membership        permanent   HyParView, and which connection reaches which peer
     ├── gossip            permanent   Plumtree, and who among the clients wants what
     ├── state             permanent   the office state, reloaded from SQLite on every start
@@ -46,7 +46,7 @@ def supervisor(id: str, flags: dict, children: list[dict], args: dict | None = N
         "start": "supervisors.supervisor.Supervisor",
         "args": sup_args,
         "restart": "permanent",
-        "shutdown": 5.0,  # OTP says infinity; a Thespian exit can stall on a dead peer
+        "shutdown": 2.0,  # OTP says infinity; a Thespian exit can stall (see README)
         "type": "supervisor",
     }
 
@@ -56,7 +56,7 @@ def node_tree(config: dict[str, Any]) -> dict:
     peer = config["peer"]
     return supervisor(
         "node_sup",
-        {"strategy": "rest_for_one", "intensity": 5, "period": 10.0},
+        {"strategy": "rest_for_one", "intensity": 5, "period": 30.0},
         [
             worker(
                 "membership",

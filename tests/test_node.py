@@ -172,8 +172,8 @@ def back_or_gone(node: Node, old_pid: int) -> bool:
 
 def test_restarts_beyond_the_intensity_escalate_and_stop_the_node(trio):
     node = trio.nodes[2]
-    deadline = time.monotonic() + 20
-    # node_sup allows 5 restarts in 10 s: the 6th crash makes it give up, and the
+    deadline = time.monotonic() + 60
+    # node_sup allows 5 restarts in 30 s: the 6th crash makes it give up, and the
     # launcher exits non-zero so that systemd (or whoever) decides.
     while node.proc.poll() is None and time.monotonic() < deadline:
         gossip = find(tree_of(node), "gossip")
