@@ -65,6 +65,7 @@ class Supervisor(SatelliteActor):
         self.started_at: dict[str, float] = {}
         self.normal: set[str] = set()  # handles that announced a normal exit
         self.topology_waits: dict[Any, dict] = {}
+        self.queries = 0  # numbers our own topology queries to child supervisors
         self.shutdown_to: Any = None
         self.launcher_pid = args.get("launcher_pid")
         self.notify = args.get("notify")
@@ -218,6 +219,7 @@ class Supervisor(SatelliteActor):
             out.append(
                 {
                     "id": row["id"],
+                    "handle": handle,
                     "type": spec_type,
                     "restart": row.get("restart"),
                     "state": row.get("state"),
@@ -243,14 +245,12 @@ class Supervisor(SatelliteActor):
             "children": rows,
         }
         waiting = {}
+        self.queries += 1
+        key = self.queries
         for row in rows:
-            handle = next(
-                (r.get("handle") for r in self.core.which_children() if r["id"] == row["id"]),
-                None,
-            )
-            if row["type"] == "supervisor" and handle in self.addresses:
+            if row["type"] == "supervisor" and row["handle"] in self.addresses:
                 waiting[row["id"]] = row
-                self.send(self.addresses[handle], Query("topology", (id(msg), row["id"])))
+                self.send(self.addresses[row["handle"]], Query("topology", (key, row["id"])))
         entry = {
             "reply_to": sender,
             "token": msg.token,
@@ -261,8 +261,8 @@ class Supervisor(SatelliteActor):
         if not waiting:
             self.send(sender, Answer(msg.what, msg.token, me))
             return
-        self.topology_waits[id(msg)] = entry
-        self.wakeupAfter(timedelta(seconds=1), payload=("topology", id(msg)))
+        self.topology_waits[key] = entry
+        self.wakeupAfter(timedelta(seconds=1), payload=("topology", key))
 
     def topology_part(self, msg: Answer) -> None:
         key, child_id = msg.token
