@@ -12,7 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,21 @@ class Cluster:
         for node in self.nodes:
             left |= node.pids()
         return left
+
+
+@contextmanager
+def running_cluster(tmp: Path, count: int, prefix: str, whole: bool = True) -> Iterator[Cluster]:
+    """A started cluster (with ``whole``: its overlay already whole and symmetric), stopped
+    afterwards, and checked to leave no process behind."""
+    cluster = Cluster(tmp, count, prefix=prefix)
+    try:
+        cluster.start()
+        if whole:
+            wait_for(lambda: whole_and_symmetric(cluster.nodes), 10, "a whole overlay")
+        yield cluster
+    finally:
+        cluster.stop()
+        assert not cluster.leftovers(), "processes left behind"
 
 
 # --- reading a node through its client port ---------------------------------------------------

@@ -16,10 +16,10 @@ import pytest
 
 from bench.cluster import (
     ROOT,
-    Cluster,
     Node,
     find,
     free_port_block,
+    running_cluster,
     tree_of,
     wait_for,
     whole_and_symmetric,
@@ -48,13 +48,9 @@ class Listeners:
 
 @pytest.fixture(scope="module")
 def office(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("office"), 10, prefix="office")
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        assert not cluster.leftovers(), "processes left behind"
+    # Not waited on here: the first test times the overlay forming.
+    with running_cluster(tmp_path_factory.mktemp("office"), 10, "office", whole=False) as c:
+        yield c
 
 
 def test_ten_nodes_through_one_seed_form_a_whole_symmetric_overlay(office):
@@ -105,14 +101,8 @@ def test_survivors_of_three_sigkilled_nodes_repair_and_deliver(office):
 
 @pytest.fixture(scope="module")
 def trio(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("trio"), 3, prefix="trio")
-    try:
-        cluster.start()
-        wait_for(lambda: whole_and_symmetric(cluster.nodes), 10, "a whole overlay")
+    with running_cluster(tmp_path_factory.mktemp("trio"), 3, "trio") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        assert not cluster.leftovers(), "processes left behind"
 
 
 def events_flow(source: Node, sinks: list[Node], timeout: float) -> None:

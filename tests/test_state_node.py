@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cluster import Cluster, Node, free_port_block, wait_for, whole_and_symmetric
+from bench.cluster import (
+    Node,
+    free_port_block,
+    running_cluster,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
 def office(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("state"), 3, prefix="state")
-    try:
-        cluster.start()
-        wait_for(lambda: whole_and_symmetric(cluster.nodes), 10, "a whole overlay")
+    with running_cluster(tmp_path_factory.mktemp("state"), 3, "state") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        assert not cluster.leftovers(), "processes left behind"
 
 
 def targets(node: Node) -> dict:
