@@ -22,6 +22,7 @@ from typing import Any
 
 DEFAULT_PEER_PORT = 7400
 DEFAULT_CLIENT_PORT = 8000
+DEFAULT_PRUNE_AFTER = 86400.0
 ADMIN_OFFSET = 20000  # Thespian admin port = peer port + this, so nodes side by side just work
 SETTINGS = (
     "node_id",
@@ -35,6 +36,8 @@ SETTINGS = (
     "sensor",
     "read_interval",
     "network_scan",
+    "prune_after",
+    "http",
 )
 
 
@@ -84,6 +87,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--network-scan",
         help="none, arp (/proc/net/arp, the default) or file:<path> (same format)",
+    )
+    p.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the live dashboard, /metrics and /healthz there (default: off; "
+        "host 127.0.0.1 when only a port is given)",
+    )
+    p.add_argument(
+        "--prune-after",
+        type=float,
+        help="seconds after which a silent node's readings and a device not seen are "
+        "dropped from the office state (default 86400, as Serf's reconnect_timeout)",
     )
     p.add_argument("--config", help="a TOML file with the same settings (flags win)")
     return p
@@ -152,7 +167,24 @@ def load_config(argv: list[str] | None) -> dict[str, Any]:
         raise ConfigError("--read-interval: not a number of seconds") from None
     if not 0.1 <= read_interval <= 3600:
         raise ConfigError(f"--read-interval: {read_interval} s is not between 0.1 and 3600")
+    try:
+        prune_after = float(settings.get("prune_after", DEFAULT_PRUNE_AFTER))
+    except (TypeError, ValueError):
+        raise ConfigError("--prune-after: not a number of seconds") from None
+    if not 1 <= prune_after <= 365 * 86400:
+        raise ConfigError(f"--prune-after: {prune_after} s is not between 1 s and a year")
+    http = None
+    if settings.get("http"):
+        http_host, http_port = parse_addr(settings["http"], "--http", "127.0.0.1")
+        http = f"{http_host}:{http_port}"
+        taken = {"--bind": (bind_host, bind_port), "--client": (client_host, client_port)}
+        for flag, (host, port) in taken.items():
+            # One port, and the same host or a wildcard on either side: bind would fail.
+            if port == http_port and (host == http_host or "0.0.0.0" in (host, http_host)):
+                raise ConfigError(f"--http: {http} is already taken by {flag}")
     return {
+        "http": http,
+        "prune_after": prune_after,
         "network_scan": network_scan,
         "sensor": sensor,
         "read_interval": read_interval,

@@ -14,12 +14,27 @@ from typing import Any
 import msgpack
 
 from actors.connection import Connection
-from actors.overlay import Answer, ClientGone, PublishEvent, Query, SubscribeClient
+from actors.overlay import (
+    Answer,
+    ClientGone,
+    ControlRequest,
+    PublishEvent,
+    Query,
+    SubscribeClient,
+)
 from actors.state import SetTargetRequest
 from protocols import link, wire
 
 _tokens = itertools.count(1)
 MAX_EVENT = 256 * 1024  # bytes of event data: it travels in one frame to every node
+RESERVED = frozenset({"data", "*"})  # event names with a meaning of their own
+# Which actors answer each request (each answers a Query with its part).
+REQUESTS = {
+    "members": ("membership",),
+    "topology": ("node_sup", "membership", "gossip"),
+    "state": ("state", "membership"),
+    "metrics": ("node_sup", "membership", "gossip", "state", "sensor", "network_scanner"),
+}
 
 
 class ClientWorker(Connection):
@@ -46,6 +61,9 @@ class ClientWorker(Connection):
         if kind is link.Subscribe:
             self.send(self.context["gossip"], SubscribeClient(msg.names, self.myAddress))
         elif kind is link.Publish:
+            if msg.name in RESERVED:
+                self.reply(msg.req, False, f"{msg.name!r} is reserved for the office state")
+                return
             if len(msg.data) > MAX_EVENT:
                 self.reply(
                     msg.req, False, f"event data of {len(msg.data)} bytes; at most {MAX_EVENT}"
@@ -57,18 +75,40 @@ class ClientWorker(Connection):
             self.set_target(msg)
         elif kind is link.Request:
             self.request(msg)
+        elif kind is link.Control:
+            self.control(msg)
         else:
             self.close(f"{kind.__name__} is not a client request", bad=True)
 
     def set_target(self, msg: link.SetTarget) -> None:
+        if msg.name in RESERVED:
+            self.reply(msg.req, False, f"{msg.name!r} is reserved for the office state")
+            return
+        self.forward(
+            msg.req, "set", "state", msg.data, lambda v, t: SetTargetRequest(msg.name, v, t)
+        )
+
+    def control(self, msg: link.Control) -> None:
+        self.forward(
+            msg.req, "control", "membership", msg.args,
+            lambda v, t: ControlRequest(msg.command, v, t),
+        )  # fmt: skip
+
+    def forward(self, req: int, what: str, to: str, data: bytes, make: Any) -> None:
+        """Decode a request's msgpack argument and hand it to actor ``to``; its Answer
+        becomes our Reply."""
         try:
-            value = msgpack.unpackb(msg.data, raw=False)
+            value = msgpack.unpackb(data, raw=False)
         except (ValueError, msgpack.ExtraData) as exc:
-            self.reply(msg.req, False, f"a value it cannot read: {exc}")
+            self.reply(req, False, f"a value it cannot read: {exc}")
+            return
+        actor = self.context.get(to)
+        if actor is None:
+            self.reply(req, False, f"the node's {to} is restarting; try again")
             return
         token = next(_tokens)
-        self.pending[token] = {"req": msg.req, "what": "set", "parts": {}, "want": ["state"]}
-        self.send(self.context["state"], SetTargetRequest(msg.name, value, (token, "state")))
+        self.pending[token] = {"req": req, "what": what, "parts": {}, "want": [to]}
+        self.send(actor, make(value, (token, to)))
 
     def refuse(self, reason: str) -> None:
         self.write(wire.encode(link.Refused(reason)))
@@ -76,13 +116,16 @@ class ClientWorker(Connection):
         self.close(reason, bad=True)
 
     def request(self, msg: link.Request) -> None:
-        targets = {
-            "members": ["membership"],
-            "topology": ["node_sup", "membership", "gossip"],
-            "state": ["state", "membership"],
-        }.get(msg.what)
-        if targets is None:
+        names = REQUESTS.get(msg.what)
+        if names is None:
             self.reply(msg.req, False, f"unknown request {msg.what!r}")
+            return
+        # A part whose actor is restarting right now is left out of metrics, and makes
+        # any other request fail at once rather than hang.
+        targets = [name for name in names if self.context.get(name) is not None]
+        if len(targets) < len(names) and msg.what != "metrics":
+            missing = ", ".join(sorted(set(names) - set(targets)))
+            self.reply(msg.req, False, f"the node's {missing} is restarting; try again")
             return
         token = next(_tokens)
         self.pending[token] = {"req": msg.req, "what": msg.what, "parts": {}, "want": targets}
@@ -103,9 +146,16 @@ class ClientWorker(Connection):
                 if entry["what"] == "members":
                     body = entry["parts"]["membership"]
                 elif entry["what"] == "set":
-                    body = None
+                    body = entry["parts"]["state"]  # the write's HLC timestamp
                 elif entry["what"] == "state":
                     body = {**entry["parts"]["state"], "members": entry["parts"]["membership"]}
+                elif entry["what"] == "metrics":
+                    body = self.metrics(entry["parts"])
+                elif entry["what"] == "control":
+                    body = entry["parts"]["membership"]
+                    if "error" in body:
+                        self.reply(entry["req"], False, body["error"])
+                        return
                 else:
                     body = {
                         "node": self.node_id,
@@ -114,6 +164,26 @@ class ClientWorker(Connection):
                         "plumtree": entry["parts"]["gossip"],
                     }
                 self.reply(entry["req"], True, body)
+
+    def metrics(self, parts: dict) -> dict:
+        """Counters and gauges of every actor that answered, and restarts by role."""
+        counters: dict[str, int] = {}
+        gauges: dict[str, float] = {}
+        for name, part in parts.items():
+            if name != "node_sup":
+                counters.update(part.get("counters", {}))
+                gauges.update(part.get("gauges", {}))
+        restarts: dict[str, int] = {}
+
+        def walk(rows: list) -> None:
+            for row in rows:
+                restarts[row["id"]] = restarts.get(row["id"], 0) + row.get("restarts", 0)
+                walk(row.get("children", []))
+
+        tree = parts.get("node_sup")
+        if tree is not None:
+            walk(tree.get("children", []))
+        return {"node": self.node_id, "counters": counters, "gauges": gauges, "restarts": restarts}
 
     def reply(self, req: int, ok: bool, body: Any) -> None:
         data = msgpack.packb(body, use_bin_type=True)

@@ -12,6 +12,7 @@ import hashlib
 import os
 import random
 import time
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -57,6 +58,42 @@ class NotifyClients:
 
     def __init__(self, delivery: link.Delivery) -> None:
         self.delivery = delivery
+
+
+class Members:
+    """From Membership to State: the member list changed (for the office snapshot)."""
+
+    def __init__(self, members: list[dict]) -> None:
+        self.members = members
+
+
+class EagerPeers:
+    """From Gossip to State: Plumtree's eager peers changed (the node's tree links), or
+    whether any client here follows the ``data`` stream (no one: State spares the work)."""
+
+    def __init__(self, peers: list[str], data_wanted: bool) -> None:
+        self.peers, self.data_wanted = peers, data_wanted
+
+
+def count_messages(counters: Counter, prefix: str, effects: list) -> None:
+    """Per message type sent, e.g. ``plumtree_graft_sent``: what /metrics shows."""
+    for effect in effects:
+        if type(effect) is Send:
+            counters[f"{prefix}_{type(effect.message).__name__.lower()}_sent"] += 1
+
+
+class ControlRequest:
+    """From a ClientWorker to Membership: an operator's ``join`` or ``block``."""
+
+    def __init__(self, command: str, args: Any, token: Any) -> None:
+        self.command, self.args, self.token = command, args, token
+
+
+class Unreachable:
+    """Membership to itself: a blocked peer counts as failed (later, not mid-effects)."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
 
 
 class WorkerExited:
@@ -139,6 +176,9 @@ class Membership(SatelliteActor):
         self.outbox: dict[str, bytearray] = {}  # frames for peers we are connecting to
         self.dialled: set[str] = set()  # outbox peers a worker was asked to dial
         self.dialer_seen = str(self.context.get("peer_workers"))
+        self.counters: Counter = Counter()
+        self.members_told: list | None = None  # what State last heard
+        self.blocked: set[str] = set()  # peers cut off by an operator (a partition drill)
         self.apply(self.hv.handle(time.monotonic(), TimerFired(hyparview.PromoteTick())))
         for seed in args.get("join", []):
             if seed != self.me:
@@ -160,10 +200,19 @@ class Membership(SatelliteActor):
         for peer in list(self.outbox):
             if peer not in self.dialled:
                 self._dial(peer)
-        # Gossip or State restarted: tell them every link we hold.
+        # Gossip or State restarted: tell them every link we hold, and State the members.
         for peer in self.hv.active_view:
             if peer in self.workers:
                 self._tell_link(peer, self.workers[peer][0])
+        self.members_told = None
+        self._tell_members()
+
+    def _tell_members(self) -> None:
+        members = self.answer("members")
+        state = self.context.get("state")
+        if members != self.members_told and state is not None:
+            self.members_told = members
+            self.send(state, Members(members))
 
     def _tell_link(self, peer: str, worker: Any) -> None:
         """The actors that talk to neighbours (Gossip, State) learn which worker reaches
@@ -177,26 +226,66 @@ class Membership(SatelliteActor):
         now = time.monotonic()
         if isinstance(msg, FromPeer):
             if type(msg.message) in HYPARVIEW:
+                self.counters[f"hyparview_{type(msg.message).__name__.lower()}_received"] += 1
                 self.apply(self.hv.handle(now, Receive(msg.peer, msg.message)))
         elif isinstance(msg, WakeupMessage):
             self.apply(self.hv.handle(now, TimerFired(msg.payload)))
+        elif isinstance(msg, Query):
+            self.send(sender, Answer(msg.what, msg.token, self.answer(msg.what)))
+            return
         elif isinstance(msg, PeerUp):
             self._peer_up(msg)
         elif isinstance(msg, PeerGone):
             self._peer_gone(now, msg)
         elif isinstance(msg, WorkerExited):
             self._worker_exited(now, msg.address)
-        elif isinstance(msg, Query):
-            self.send(sender, Answer(msg.what, msg.token, self.answer(msg.what)))
+        elif isinstance(msg, ControlRequest):
+            self.send(sender, Answer("control", msg.token, self.control(now, msg)))
+        elif isinstance(msg, Unreachable):
+            if msg.peer in self.blocked:
+                self.apply(self.hv.handle(now, PeerFailed(msg.peer)))
+        self._tell_members()
+
+    def control(self, now: float, msg: ControlRequest) -> Any:
+        """``join`` [addr...]: contact these seeds (as ``serf join``). ``block`` [addr...]:
+        drop every link to these peers and refuse new ones until the next ``block``
+        (an empty list heals): a partition without root or network namespaces."""
+        peers = msg.args if isinstance(msg.args, list) else None
+        if peers is None or not all(isinstance(p, str) and ":" in p for p in peers):
+            return {"error": f"{msg.command} takes a list of HOST:PORT peer addresses"}
+        if msg.command == "join":
+            for seed in peers:
+                if seed != self.me:
+                    self.apply(self.hv.handle(now, JoinVia(seed)))
+            return {"joining": peers}
+        if msg.command == "block":
+            self.blocked = set(peers) - {self.me}
+            blocked = sorted(self.blocked) or "none"
+            logger.info("[{}] Membership: blocking {}", self.node_id, blocked)
+            for peer in self.blocked:
+                for worker in self.workers.get(peer, []):
+                    self.send(worker, SendFrames(b"", close=True))
+                if self.outbox.pop(peer, None) is not None:
+                    self.dialled.discard(peer)
+                    self.send(self.myAddress, Unreachable(peer))
+            return {"blocked": sorted(self.blocked)}
+        return {"error": f"unknown command {msg.command!r}"}
 
     def answer(self, what: str) -> Any:
-        if what == "members":
+        if what in ("members", "state"):
             out = [{"node": self.node_id, "addr": self.me, "status": "self"}]
             for peer in self.hv.active_view:
                 out.append({"node": self.names.get(peer, "?"), "addr": peer, "status": "alive"})
             for peer in self.hv.passive_view:
                 out.append({"node": self.names.get(peer, "?"), "addr": peer, "status": "known"})
             return out
+        if what == "metrics":
+            gauges = {
+                "hyparview_active_view_size": len(self.hv.active_view),
+                "hyparview_passive_view_size": len(self.hv.passive_view),
+                "hyparview_connections": sum(len(w) for w in self.workers.values()),
+            }
+            return {"counters": dict(self.counters), "gauges": gauges}
         return {
             "peer": self.me,
             "incarnation": self.incarnation,
@@ -206,6 +295,9 @@ class Membership(SatelliteActor):
 
     def _peer_up(self, msg: PeerUp) -> None:
         peer = msg.peer
+        if peer in self.blocked:
+            self.send(msg.worker, SendFrames(b"", close=True))
+            return
         self.names[peer] = msg.hello.node
         workers = self.workers.setdefault(peer, [])
         if msg.worker not in workers:
@@ -240,6 +332,7 @@ class Membership(SatelliteActor):
             self.apply(self.hv.handle(now, PeerFailed(msg.peer)))
 
     def apply(self, effects: list) -> None:
+        count_messages(self.counters, "hyparview", effects)
         for effect in effects:
             kind = type(effect)
             if kind is Send:
@@ -257,6 +350,9 @@ class Membership(SatelliteActor):
                 self._tell_link(effect.peer, None)
 
     def _send(self, peer: str, frame: bytes) -> None:
+        if peer in self.blocked:
+            self.send(self.myAddress, Unreachable(peer))
+            return
         workers = self.workers.get(peer)
         if workers:
             self.send(workers[0], SendFrames(frame))
@@ -286,12 +382,31 @@ class Gossip(SatelliteActor):
         self.links: dict[str, Any] = {}
         self.subscribers: dict[str, tuple[Any, frozenset]] = {}  # str(addr) -> (addr, names)
         self.counter = 0
+        self.counters: Counter = Counter()
+        self.eager_told: tuple | None = None  # what State last heard
         self.apply(self.pt.handle(time.monotonic(), TimerFired(plumtree.AntiEntropyTick())))
+
+    def on_context(self) -> None:
+        self.eager_told = None  # State may have restarted
+        self._tell_eager()
+
+    def _tell_eager(self) -> None:
+        wanted = any("data" in names for _, names in self.subscribers.values())
+        told = (sorted(self.pt.eager_peers), wanted)
+        state = self.context.get("state")
+        if told != self.eager_told and state is not None:
+            self.eager_told = told
+            self.send(state, EagerPeers(*told))
 
     def handle(self, msg: Any, sender: Any) -> None:
         now = time.monotonic()
+        self.on_message(now, msg, sender)
+        self._tell_eager()
+
+    def on_message(self, now: float, msg: Any, sender: Any) -> None:
         if isinstance(msg, FromPeer):
             if type(msg.message) in PLUMTREE:
+                self.counters[f"plumtree_{type(msg.message).__name__.lower()}_received"] += 1
                 self.apply(self.pt.handle(now, Receive(msg.peer, msg.message)))
         elif isinstance(msg, WakeupMessage):
             self.apply(self.pt.handle(now, TimerFired(msg.payload)))
@@ -305,6 +420,7 @@ class Gossip(SatelliteActor):
                 if new:
                     self.apply(self.pt.handle(now, NeighborUp(msg.peer)))
         elif isinstance(msg, PublishEvent):
+            self.counters["plumtree_broadcasts"] += 1
             self.counter += 1
             seed = f"{self.node_id}/{os.getpid()}/{time.time_ns()}/{self.counter}".encode()
             mid = hashlib.blake2b(seed, digest_size=16).digest()
@@ -317,6 +433,8 @@ class Gossip(SatelliteActor):
         elif isinstance(msg, WorkerExited):
             self.subscribers.pop(str(msg.address), None)
         elif isinstance(msg, PublishDelta):
+            self.counters["plumtree_broadcasts"] += 1
+            self.counters["plumtree_state_deltas"] += 1
             self.counter += 1
             seed = f"{self.node_id}/{os.getpid()}/{time.time_ns()}/d{self.counter}".encode()
             mid = hashlib.blake2b(seed, digest_size=16).digest()
@@ -324,13 +442,22 @@ class Gossip(SatelliteActor):
         elif isinstance(msg, NotifyClients):
             self.notify(msg.delivery)
         elif isinstance(msg, Query):
-            body = {
-                "eager_peers": list(self.pt.eager_peers),
-                "lazy_peers": list(self.pt.lazy_peers),
-            }
+            if msg.what == "metrics":
+                gauges = {
+                    "plumtree_eager_peers": len(self.pt.eager_peers),
+                    "plumtree_lazy_peers": len(self.pt.lazy_peers),
+                    "clients": len(self.subscribers),
+                }
+                body: Any = {"counters": dict(self.counters), "gauges": gauges}
+            else:
+                body = {
+                    "eager_peers": list(self.pt.eager_peers),
+                    "lazy_peers": list(self.pt.lazy_peers),
+                }
             self.send(sender, Answer(msg.what, msg.token, body))
 
     def apply(self, effects: list) -> None:
+        count_messages(self.counters, "plumtree", effects)
         for effect in effects:
             kind = type(effect)
             if kind is Send:
@@ -343,6 +470,7 @@ class Gossip(SatelliteActor):
                 self.deliver(effect)
 
     def deliver(self, effect: Deliver) -> None:
+        self.counters["plumtree_delivered"] += 1
         try:
             event = wire.decode_frame(effect.payload)
         except wire.WireError as exc:
@@ -359,8 +487,11 @@ class Gossip(SatelliteActor):
         self.notify(link.Delivery(event.name, event.data, event.origin, effect.id))
 
     def notify(self, delivery: link.Delivery) -> None:
+        # "*" is every event, but not the office-state stream "data" (ask for it by name).
+        wildcard = delivery.name != "data"
         for worker, names in self.subscribers.values():
-            if delivery.name in names or "*" in names:
+            if delivery.name in names or (wildcard and "*" in names):
+                self.counters["client_deliveries"] += 1
                 self.send(worker, delivery)
 
 

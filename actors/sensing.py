@@ -13,6 +13,7 @@ from loguru import logger
 from thespian.actors import WakeupMessage
 
 from actors.base import SatelliteActor
+from actors.overlay import Answer, Query
 from sensors import SensorError, open_sensor, parse_scan_spec, scan
 
 MAX_BACKOFF = 60.0
@@ -29,6 +30,7 @@ class SensorReader(SatelliteActor):
     def init(self, args: dict) -> None:
         self.interval = float(args["interval"])
         self.errors = 0
+        self.readings = 0
         self.failing = 0  # consecutive failures, for the backoff
         self.spec = args["sensor"]
         self.sensor = None
@@ -48,6 +50,10 @@ class SensorReader(SatelliteActor):
         self.wakeupAfter(timedelta(seconds=delay), "read")
 
     def handle(self, msg: Any, sender: Any) -> None:
+        if isinstance(msg, Query):
+            counters = {"sensor_readings": self.readings, "sensor_read_errors": self.errors}
+            self.send(sender, Answer(msg.what, msg.token, {"counters": counters}))
+            return
         if not (isinstance(msg, WakeupMessage) and msg.payload == "read"):
             return
         try:
@@ -60,6 +66,7 @@ class SensorReader(SatelliteActor):
             self.failed(exc)
             return
         self.failing = 0
+        self.readings += 1
         state = self.context.get("state")
         if state is not None:
             self.send(state, NewReading(reading.temperature, reading.humidity, reading.pressure))
@@ -80,10 +87,15 @@ class NetworkScanner(SatelliteActor):
         self.spec = parse_scan_spec(args["scan"])
         self.interval = float(args["interval"])
         self.errors = 0
+        self.scans = 0
         if self.spec.kind != "none":
             self.wakeupAfter(timedelta(seconds=0), "scan")
 
     def handle(self, msg: Any, sender: Any) -> None:
+        if isinstance(msg, Query):
+            counters = {"network_scans": self.scans, "network_scan_errors": self.errors}
+            self.send(sender, Answer(msg.what, msg.token, {"counters": counters}))
+            return
         if not (isinstance(msg, WakeupMessage) and msg.payload == "scan"):
             return
         try:
@@ -92,6 +104,7 @@ class NetworkScanner(SatelliteActor):
             self.errors += 1
             logger.warning("[{}] network scan: {} (error {})", self.node_id, exc, self.errors)
         else:
+            self.scans += 1
             state = self.context.get("state")
             if state is not None:
                 devices = {e.mac_addr: {"ip_addr": e.ip_addr, "device": e.device} for e in entries}

@@ -166,7 +166,10 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, tmp: Path, count: int, prefix: str = "n") -> None:
+    def __init__(
+        self, tmp: Path, count: int, prefix: str = "n", extra: Callable[[int], tuple] | None = None
+    ) -> None:
+        """``count`` nodes joining through the first; ``extra(i)``: more flags for node i."""
         # Node ids name processes (satellite[<id>]): distinct prefixes keep clusters apart.
         self.base = free_port_block(count)
         self.nodes: list[Node] = []
@@ -174,7 +177,12 @@ class Cluster:
         for i in range(count):
             join = [] if i == 0 else [seed]
             name = f"{prefix}{i}"
-            self.nodes.append(Node(name, self.base + i, tmp / name, join))
+            flags = extra(i) if extra else ()
+            self.nodes.append(Node(name, self.base + i, tmp / name, join, flags))
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
 
     def start(self) -> Cluster:
         for node in self.nodes:

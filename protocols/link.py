@@ -178,3 +178,20 @@ class StateEntries:
 
 register("state_digest", StateDigest, [("digest", "digest", Blob()), ("reply", "reply", Bool())])
 register("state_entries", StateEntries, [("entries", "entries", Blob())])
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """Client: an operator's command to the node (``join`` a seed, ``block`` peers for a
+    partition drill); ``args`` is msgpack. The Reply carries the outcome."""
+
+    req: int
+    command: str
+    args: bytes
+
+
+register(
+    "control",
+    Control,
+    [("req", "req", REQ), ("command", "command", NAME), ("args", "args", Blob())],
+)

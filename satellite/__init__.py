@@ -1,5 +1,21 @@
 """Satellite's client library: ``from satellite import Antenna``."""
 
-from satellite.antenna import Antenna, AntennaError, HandshakeRefused, NodeUnreachable
+from satellite.antenna import (
+    Antenna,
+    AntennaError,
+    BadKey,
+    Data,
+    Event,
+    HandshakeRefused,
+    NodeUnreachable,
+)
 
-__all__ = ["Antenna", "AntennaError", "HandshakeRefused", "NodeUnreachable"]
+__all__ = [
+    "Antenna",
+    "AntennaError",
+    "BadKey",
+    "Data",
+    "Event",
+    "HandshakeRefused",
+    "NodeUnreachable",
+]

@@ -1,26 +1,41 @@
 """``Antenna``: a client program's handle on the office, through any node.
 
-    antenna = Antenna("127.0.0.1", 8000)
+    antenna = Antenna("127.0.0.1", 8000)                   # or several nodes:
+    antenna = Antenna(nodes=["127.0.0.1:8001", "127.0.0.1:8002"])
 
-    @antenna.on("door")                 # callback(payload, data) or callback(payload)
-    def rang(payload, data): ...
+    @antenna.on("data")                  # the office state changed (coalesced)
+    def changed(data):
+        print(data.avg_temp, data.targets, [d.mac_addr for d in data.online_devices])
 
+    @antenna.on("lights")                # callback(payload, data) or callback(payload)
+    def lights(payload, data): ...
+
+    antenna.set("lights", "on")          # returns once durable on the node
     antenna.publish("door", {"who": "courier"})
-    antenna.members()                    # [{"node", "addr", "status"}, ...]
-    antenna.topology()                   # the node's actor tree and overlay views
+    antenna.state()                      # the same snapshot as ``data``
+    antenna.members(); antenna.topology(); antenna.metrics()
     antenna.start()                      # a background thread; watch() blocks; stop()
 
-``data`` is what comes with the event: its name, the node it came from and its id
-(the office state joins it when the State actor lands).
+    async for event in antenna.events("lights"):     # for asyncio programs
+        print(event.name, event.payload)
+
+While watching, a lost node is no failure: the antenna reconnects with backoff, to the
+next node of its list when it was given several, subscribes again, and fires the
+callbacks of every target that changed while it was away, so no target change is
+missed. Every field of ``data`` reads both as an attribute and as a key.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import itertools
+import random
 import socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -28,17 +43,69 @@ from loguru import logger
 
 from protocols import link, wire
 
+MAX_BACKOFF = 5.0  # seconds between reconnection attempts, at most
+
 
 class AntennaError(Exception):
     """Base of the Antenna's errors."""
 
 
 class NodeUnreachable(AntennaError):
-    pass
+    """No node of the list answers (or the one we had went away)."""
 
 
 class HandshakeRefused(AntennaError):
-    pass
+    """The node answered but refused us (another protocol version, say)."""
+
+
+class BadKey(HandshakeRefused):
+    """The node holds another cluster key than ours."""
+
+
+class Data(dict):
+    """A dict whose keys also read as attributes, nested all the way down:
+    ``data.avg_temp == data["avg_temp"]``, ``data.online_devices[0].mac_addr``.
+    (A key named like a dict method, ``items`` say, reads as a key only.)"""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for key, value in self.items():
+            dict.__setitem__(self, key, wrap(value))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def wrap(value: Any) -> Any:
+    if isinstance(value, dict) and not isinstance(value, Data):
+        return Data(value)
+    if isinstance(value, list):
+        return [wrap(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event as ``events()`` yields it."""
+
+    name: str
+    payload: Any
+    data: Data | None
+    origin: str
+
+
+def parse_node(node: str | tuple[str, int]) -> tuple[str, int]:
+    """``"host:port"`` or ``(host, port)`` -> ``(host, port)``; ValueError when neither."""
+    if isinstance(node, tuple):
+        host, port = node
+        return str(host), int(port)
+    host, sep, port = str(node).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{node!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
 
 
 def _arity(callback: Callable) -> int:
@@ -65,42 +132,74 @@ class Antenna:
         port: int = 8000,
         timeout: float = 5.0,
         client: str = "antenna",
+        nodes: Iterable[str | tuple[str, int]] | None = None,
     ) -> None:
-        self.host, self.port, self.timeout, self.client = host, port, timeout, client
+        self.nodes = [parse_node(n) for n in nodes] if nodes else [(host, int(port))]
+        self.host, self.port = self.nodes[0]
+        self.timeout, self.client = timeout, client
         self.callbacks: dict[str, list[Callable]] = {}
+        self.data: Data | None = None  # the latest office snapshot
+        self.node: str | None = None  # the id of the node we are attached to
         self._sock: socket.socket | None = None
         self._decoder = wire.FrameDecoder()
-        self._lock = threading.Lock()  # one writer at a time
+        self._pending: list = []
+        self._write_lock = threading.Lock()  # one writer at a time
+        self._connect_lock = threading.RLock()
         self._replies: dict[int, Any] = {}
         self._reply_ready = threading.Condition()
         self._req = itertools.count(1)
         self._thread: threading.Thread | None = None
+        self._reader: int | None = None  # ident of the thread in watch()
         self._stopping = threading.Event()
-        self.node: str | None = None
+        self.delivery: link.Delivery | None = None  # the event being dispatched
+        self._fired: dict[str, Any] = {}  # event name -> the last payload dispatched
 
     # -- connection -----------------------------------------------------------------------
 
     def connect(self) -> Antenna:
-        if self._sock is not None:
-            return self
+        """Attach to the first node of the list that answers (from the current one on)."""
+        with self._connect_lock:
+            if self._sock is not None:
+                return self
+            errors = []
+            start = self.nodes.index((self.host, self.port))
+            for i in range(len(self.nodes)):
+                host, port = self.nodes[(start + i) % len(self.nodes)]
+                try:
+                    self._attach(host, port)
+                    return self
+                except NodeUnreachable as exc:
+                    errors.append(str(exc))
+            raise NodeUnreachable("; ".join(errors))
+
+    def _attach(self, host: str, port: int) -> None:
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            sock = socket.create_connection((host, port), timeout=self.timeout)
         except OSError as exc:
-            raise NodeUnreachable(f"node {self.host}:{self.port} unreachable: {exc}") from None
-        self._sock = sock
-        self._decoder = wire.FrameDecoder()
-        self._write(link.ClientHello(link.PROTOCOL_VERSION, self.client))
-        first = self._read_one()
+            raise NodeUnreachable(f"node {host}:{port} unreachable: {exc}") from None
+        self.host, self.port = host, port
+        self._sock, self._decoder, self._pending = sock, wire.FrameDecoder(), []
+        try:
+            self._write(link.ClientHello(link.PROTOCOL_VERSION, self.client))
+            first = self._read_one()
+        except AntennaError:
+            self.close()
+            raise
         if type(first) is link.Refused:
             self.close()
-            raise HandshakeRefused(f"node refused the handshake: {first.reason}")
+            if "key" in first.reason:
+                raise BadKey(f"node {host}:{port} refused our key: {first.reason}")
+            raise HandshakeRefused(f"node {host}:{port} refused the handshake: {first.reason}")
         if type(first) is not link.Welcome:
             self.close()
             raise HandshakeRefused(f"unexpected answer to the handshake: {type(first).__name__}")
         self.node = first.node
         if self.callbacks:
-            self._write(link.Subscribe(tuple(self.callbacks)))
-        return self
+            self._subscribe()
+
+    def _subscribe(self) -> None:
+        # "data" always: callbacks get the office snapshot with every event.
+        self._write(link.Subscribe(tuple(sorted(set(self.callbacks) | {"data"}))))
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
@@ -111,22 +210,23 @@ class Antenna:
                 pass
 
     def _write(self, msg: Any) -> None:
-        if self._sock is None:
+        sock = self._sock
+        if sock is None:
             raise NodeUnreachable("not connected")
         frame = wire.encode(msg)
-        with self._lock:
+        with self._write_lock:
             try:
-                self._sock.sendall(frame)
+                sock.sendall(frame)
             except OSError as exc:
                 raise NodeUnreachable(f"node {self.host}:{self.port} went away: {exc}") from None
 
     def _read_one(self) -> Any:
-        while True:
-            pending = getattr(self, "_pending_msgs", None)
-            if pending:
-                return pending.pop(0)
+        while not self._pending:
+            sock = self._sock
+            if sock is None:
+                raise NodeUnreachable("not connected")
             try:
-                data = self._sock.recv(1 << 16)
+                data = sock.recv(1 << 16)
             except TimeoutError:
                 raise NodeUnreachable("node did not answer in time") from None
             except OSError as exc:
@@ -134,71 +234,115 @@ class Antenna:
             if not data:
                 raise NodeUnreachable(f"node {self.host}:{self.port} closed the connection")
             try:
-                self._pending_msgs = self._decoder.feed(data)
+                self._pending = self._decoder.feed(data)
             except wire.WireError as exc:
                 raise AntennaError(f"node sent a frame we cannot read: {exc}") from None
+        return self._pending.pop(0)
 
     # -- subscribing and publishing -------------------------------------------------------
 
     def on(self, name: str) -> Callable[[Callable], Callable]:
-        """Decorator: call the function for every event ``name`` (``"*"`` for all)."""
+        """Decorator: call the function for every event ``name`` (``"*"``: every event
+        but ``"data"``; ``"data"``: the office state changed)."""
 
         def register(callback: Callable) -> Callable:
             first = name not in self.callbacks
             self.callbacks.setdefault(name, []).append(callback)
             if first and self._sock is not None:
-                self._write(link.Subscribe(tuple(self.callbacks)))
+                self._subscribe()
             return callback
 
         return register
 
     def publish(self, name: str, payload: Any = None) -> None:
-        """Broadcast an event through the whole office."""
-        self.connect()
+        """Broadcast an event through the whole office. (Not retried on another node
+        when the connection breaks on the way: it may have gone out already.)"""
         data = msgpack.packb(payload, use_bin_type=True)
-        self._request(link.Publish(next(self._req), name, data))
+        self._request(lambda req: link.Publish(req, name, data), retry=False)
 
-    def set(self, name: str, value: Any) -> None:
+    def set(self, name: str, value: Any) -> tuple[int, int, str]:
         """Set an office target (``lights`` -> ``"on"``); returns once it is durable on
-        this node. Every node's clients subscribed to ``name`` get it as an event."""
-        self.connect()
+        this node. Every node's clients subscribed to ``name`` get it as an event.
+        Returns the write's hybrid-logical-clock timestamp ``(ms, counter, node)``:
+        of concurrent writes to one target, the one with the highest stamp wins."""
         data = msgpack.packb(value, use_bin_type=True)
-        self._request(link.SetTarget(next(self._req), name, data))
+        physical_ms, logical, node = self._request(lambda req: link.SetTarget(req, name, data))
+        return physical_ms, logical, node
 
-    def state(self) -> dict:
-        """The office state as this node has it: ``targets`` and ``members``."""
-        return self._ask("state")
+    def state(self) -> Data:
+        """The office state as this node has it (the same snapshot as ``data``)."""
+        return Data(self._ask("state"))
 
-    def members(self) -> list[dict]:
-        return self._ask("members")
+    def members(self) -> list[Data]:
+        return wrap(self._ask("members"))
 
-    def topology(self) -> dict:
-        return self._ask("topology")
+    def topology(self) -> Data:
+        return Data(self._ask("topology"))
+
+    def metrics(self) -> Data:
+        """``{"node", "counters": {name: n}, "gauges": {name: x}, "restarts": {role: n}}``"""
+        return Data(self._ask("metrics"))
+
+    def join(self, *peers: str) -> None:
+        """Ask the node to contact these seeds' peer addresses (as ``serf join``)."""
+        self._control("join", list(peers))
+
+    def block(self, *peers: str) -> None:
+        """A partition drill: the node drops its links to these peer addresses and refuses
+        new ones; ``block()`` with none heals. For tests and ``satellite chaos``."""
+        self._control("block", list(peers))
+
+    def _control(self, command: str, args: Any) -> Any:
+        data = msgpack.packb(args, use_bin_type=True)
+        return self._request(lambda req: link.Control(req, command, data))
 
     def _ask(self, what: str) -> Any:
-        self.connect()
-        return self._request(link.Request(next(self._req), what))
+        return self._request(lambda req: link.Request(req, what))
 
-    def _request(self, msg: Any) -> Any:
-        self._write(msg)
-        if self._thread is not None and self._thread.is_alive():
-            # The background loop reads; wait for it to hand us the reply.
+    def _request(self, make: Callable[[int], Any], retry: bool = True) -> Any:
+        req = next(self._req)
+        if self._thread is not None and threading.get_ident() != self._reader:
+            # The background loop reads (and reconnects); wait for it to hand us the reply.
+            self._await_connection()
+            self._write(make(req))
             with self._reply_ready:
-                ok = self._reply_ready.wait_for(lambda: msg.req in self._replies, self.timeout)
+                ok = self._reply_ready.wait_for(lambda: req in self._replies, self.timeout)
                 if not ok:
                     raise NodeUnreachable("node did not answer in time")
-                reply = self._replies.pop(msg.req)
+                reply = self._replies.pop(req)
         else:
-            while True:
-                frame = self._read_one()
-                if type(frame) is link.Reply and frame.req == msg.req:
-                    reply = frame
-                    break
-                self._dispatch(frame)
+            try:
+                reply = self._call(make(req))
+            except NodeUnreachable:
+                # The node went away since the last call: the next node of the list
+                # (or the same one, restarted) gets one more try.
+                self.close()
+                self._next_node()
+                if not retry or self._reader == threading.get_ident():
+                    raise
+                reply = self._call(make(req))
         body = msgpack.unpackb(reply.body, raw=False)
         if not reply.ok:
             raise AntennaError(str(body))
         return body
+
+    def _call(self, msg: Any) -> Any:
+        self.connect()
+        if self._sock is not None:
+            self._sock.settimeout(self.timeout)  # the watch loop polls with a short one
+        self._write(msg)
+        while True:
+            frame = self._read_one()
+            if type(frame) is link.Reply and frame.req == msg.req:
+                return frame
+            self._dispatch(frame)
+
+    def _await_connection(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while self._sock is None:
+            if time.monotonic() > deadline or self._stopping.is_set():
+                raise NodeUnreachable("no node of the list answers")
+            time.sleep(0.02)
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -211,51 +355,149 @@ class Antenna:
         if type(frame) is not link.Delivery:
             return
         payload = msgpack.unpackb(frame.data, raw=False)
-        data = {"event": frame.name, "origin": frame.origin, "id": frame.id.hex()}
-        for callback in self.callbacks.get(frame.name, []) + self.callbacks.get("*", []):
+        self.delivery = frame  # which event the callbacks are running for
+        if frame.name == "data":
+            self.data = Data(payload)
+            self._fire("data", self.data, self.data)
+            return
+        self._fired[frame.name] = payload
+        if frame.id.startswith(b"t/") and self.data is not None:
+            # A target changed: the snapshot's own update follows within half a second;
+            # the callbacks see the new value now.
+            self.data["targets"] = Data({**self.data.get("targets", {}), frame.name: payload})
+        self._fire(frame.name, wrap(payload), self.data)
+        if "*" in self.callbacks:
+            self._fire("*", wrap(payload), self.data)
+
+    def _fire(self, name: str, payload: Any, data: Any) -> None:
+        for callback in list(self.callbacks.get(name, [])):
             try:
-                if _arity(callback) >= 2:
+                arity = _arity(callback)
+                if arity >= 2:
                     callback(payload, data)
-                elif _arity(callback) == 1:
+                elif arity == 1:
                     callback(payload)
                 else:
                     callback()
             except Exception:
-                logger.exception("Antenna callback {} failed on {!r}", callback, frame.name)
+                # A user's bug must not kill the antenna: log it and go on.
+                logger.exception("Antenna callback {} failed on {!r}", callback, name)
+
+    def _resync(self) -> None:
+        """After (re)connecting: take the node's snapshot, and fire the callbacks of the
+        targets that changed while we were away."""
+        if not self.callbacks:
+            return
+        before = self.data
+        self.data = self.state()
+        if before is None:
+            return
+        old, new = before.get("targets", {}), self.data.get("targets", {})
+        for name, value in sorted(new.items()):
+            # Skip what an event already brought while we resubscribed.
+            changed = value != old.get(name) and value != self._fired.get(name)
+            if name in self.callbacks and changed:
+                self._fired[name] = value
+                self.delivery = link.Delivery(name, b"", self.node or "", b"t/resync")
+                self._fire(name, value, self.data)
+        if before != self.data:
+            self._fire("data", self.data, self.data)
 
     def watch(self) -> None:
-        """Receive and dispatch events until ``stop()``."""
+        """Receive and dispatch events until ``stop()``; reconnect when the node goes."""
+        self._reader = threading.get_ident()
         self.connect()
-        self._sock.settimeout(0.2)
+        self._resync()
+        self._loop()
+
+    def _loop(self) -> None:
+        backoff = 0.1
         while not self._stopping.is_set():
+            if self._sock is None:
+                try:
+                    self._reconnect()
+                    backoff = 0.1
+                except NodeUnreachable as exc:
+                    logger.debug("Antenna: {}; again in {:.1f} s", exc, backoff)
+                    self._stopping.wait(backoff * (0.5 + random.random()))
+                    backoff = min(MAX_BACKOFF, backoff * 2)
+                continue
+            self._sock.settimeout(0.2)
             try:
                 frame = self._read_one()
             except NodeUnreachable as exc:
                 if "in time" in str(exc):
                     continue
-                raise
+                if not self._stopping.is_set():
+                    logger.warning("Antenna: {}; reconnecting", exc)
+                self.close()
+                self._next_node()
+                continue
             self._dispatch(frame)
 
-    def start(self) -> Antenna:
-        self.connect()
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="antenna", daemon=True)
-        self._thread.start()
-        return self
+    def _next_node(self) -> None:
+        i = self.nodes.index((self.host, self.port))
+        self.host, self.port = self.nodes[(i + 1) % len(self.nodes)]
 
-    def _run(self) -> None:
+    def _reconnect(self) -> None:
+        self.connect()
         try:
-            self.watch()
-        except AntennaError as exc:
-            if not self._stopping.is_set():
-                logger.warning("Antenna: {}", exc)
+            self._resync()
+        except AntennaError:
+            self.close()
+            raise NodeUnreachable("the node went away while we resubscribed") from None
+        logger.info("Antenna: attached to {} at {}:{}", self.node, self.host, self.port)
+
+    def start(self) -> Antenna:
+        """Watch in a background thread; raises at once if no node answers. On return
+        ``data`` holds the node's snapshot."""
+        self.connect()
+        self._resync()
+        self._stopping.clear()
+        ready = threading.Event()
+
+        def run() -> None:
+            self._reader = threading.get_ident()
+            ready.set()
+            try:
+                self._loop()
+            except AntennaError as exc:
+                if not self._stopping.is_set():
+                    logger.warning("Antenna: {}", exc)
+
+        self._thread = threading.Thread(target=run, name="antenna", daemon=True)
+        self._thread.start()
+        ready.wait()
+        return self
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2)
         self.close()
+
+    async def events(self, *names: str) -> AsyncIterator[Event]:
+        """Yield every event named in ``names`` (all but ``"data"`` when none given)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+
+        def push(name: str) -> Callable:
+            def callback(payload: Any, data: Any) -> None:
+                frame = self.delivery
+                real = frame.name if frame is not None else name  # "*" -> the real name
+                origin = frame.origin if frame is not None else ""
+                event = Event(real, payload, data, origin)
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+
+            return callback
+
+        for name in names or ("*",):
+            self.on(name)(push(name))
+        if self._thread is None:
+            await loop.run_in_executor(None, self.start)
+        while True:
+            yield await queue.get()
 
     def __enter__(self) -> Antenna:
         return self.connect()

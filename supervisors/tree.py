@@ -7,7 +7,8 @@
     ├── peer_workers      supervisor  simple_one_for_one: one PeerWorker per TCP link (temporary)
     ├── peer_listener     permanent   accepts on the peer port
     ├── client_workers    supervisor  simple_one_for_one: one ClientWorker per Antenna (temporary)
-    └── client_gateway    permanent   accepts on the client port
+    ├── client_gateway    permanent   accepts on the client port
+    └── dashboard         permanent   only with --http: the web page, an Antenna of the client port
 
 Why rest_for_one: each child depends on the ones before it and not on those after.
 Gossip's eager/lazy sets are derived from Membership's active view, so a Membership
@@ -67,7 +68,14 @@ def node_tree(config: dict[str, Any]) -> dict:
             worker(
                 "state",
                 "actors.state.State",
-                {"data_dir": config["data_dir"], "read_interval": config["read_interval"]},
+                {
+                    "data_dir": config["data_dir"],
+                    "read_interval": config["read_interval"],
+                    "prune_after": config.get("prune_after", 86400.0),
+                    "peer": peer,
+                    "client": config["client"],
+                    "http": config.get("http"),
+                },
             ),
             worker(
                 "network_scanner",
@@ -102,6 +110,18 @@ def node_tree(config: dict[str, Any]) -> dict:
                 "actors.connection.Listener",
                 {"bind": config["client"], "workers": "client_workers"},
                 role="ClientGateway",
+            ),
+            # Last: a client of the gateway above, like any other Antenna (issue 5).
+            *(
+                [
+                    worker(
+                        "dashboard",
+                        "actors.dashboard.Dashboard",
+                        {"http": config["http"], "client": config["client"]},
+                    )
+                ]
+                if config.get("http")
+                else []
             ),
         ],
         {"name": "node_sup", "launcher_pid": config.get("launcher_pid")},

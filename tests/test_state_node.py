@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from actors.state import ANTI_ENTROPY
 from bench.cluster import (
+    Cluster,
     Node,
     free_port_block,
     running_cluster,
+    views,
     wait_for,
+    whole_and_symmetric,
 )
+from satellite import AntennaError
 
 
 @pytest.fixture(scope="module")
@@ -94,23 +101,12 @@ def test_nodes_that_wrote_apart_converge_once_they_meet(tmp_path):
 
 
 def test_five_simulated_sensors_average_out_everywhere(tmp_path):
-    base = free_port_block(5)
-    seed = f"127.0.0.1:{base}"
-    nodes = [
-        Node(
-            f"sens{i}",
-            base + i,
-            tmp_path / f"sens{i}",
-            [] if i == 0 else [seed],
-            ("--sensor", f"sim:{20 + i}", "--read-interval", "1"),
-        )
-        for i in range(5)
-    ]
+    cluster = Cluster(
+        tmp_path, 5, "sens", lambda i: ("--sensor", f"sim:{20 + i}", "--read-interval", "1")
+    )
+    nodes = cluster.nodes
     try:
-        for node in nodes:
-            node.start()
-        for node in nodes:
-            node.wait_up()
+        cluster.start()
 
         def everywhere() -> bool:
             for node in nodes:
@@ -125,8 +121,7 @@ def test_five_simulated_sensors_average_out_everywhere(tmp_path):
             reading = antenna.state()["readings"]["sens3"]
         assert reading["temperature"] == 23.0 and reading["at"] > 0
     finally:
-        for node in nodes:
-            node.kill()
+        cluster.kill()
 
 
 def test_a_bad_sensor_flag_gets_one_line_and_status_2():
@@ -182,3 +177,151 @@ def test_a_device_one_node_sees_is_online_on_every_node(tmp_path):
     finally:
         seer.kill()
         other.kill()
+
+
+def test_data_events_carry_the_office_snapshot_with_attribute_access(office):
+    snapshots: list = []
+    seen_by_lights: list = []
+    antenna = office.nodes[2].antenna()
+    antenna.on("data")(snapshots.append)
+    antenna.on("lights")(lambda payload, data: seen_by_lights.append((payload, data.targets)))
+    antenna.start()
+    try:
+        assert antenna.data is not None  # seeded from the node on connect
+        with office.nodes[0].antenna() as writer:
+            writer.set("lights", "dim")
+        wait_for(lambda: seen_by_lights, 5, "the lights event")
+        payload, targets = seen_by_lights[0]
+        assert payload == "dim" and targets.lights == "dim"  # data is current in the callback
+        wait_for(
+            lambda: snapshots and snapshots[-1].targets.get("lights") == "dim",
+            5,
+            "a data event with the new target",
+        )
+        data = snapshots[-1]
+        assert data["targets"] is data.targets
+        assert {m.node for m in data.members} == {n.name for n in office.nodes}
+        assert set(data.nodes) == {n.name for n in office.nodes}
+        assert data.nodes[office.nodes[0].name].peer == office.nodes[0].peer
+        state = antenna.state()
+        assert state.targets.lights == "dim" and state["targets"]["lights"] == "dim"
+        with pytest.raises(AttributeError):
+            _ = state.no_such_field
+        # Coalesced: a burst of 40 writes is a handful of data events, not 40.
+        before = len(snapshots)
+        with office.nodes[1].antenna() as writer:
+            for i in range(40):
+                writer.set("burst", i)
+        wait_for(lambda: snapshots[-1].targets.get("burst") == 39, 5, "the burst's last value")
+        assert len(snapshots) - before < 20
+    finally:
+        antenna.stop()
+
+
+def test_set_returns_its_hlc_stamp_and_reserved_names_are_refused(office):
+    with office.nodes[0].antenna() as antenna:
+        first = antenna.set("fan", "low")
+        second = antenna.set("fan", "high")
+        assert first[2] == second[2] == office.nodes[0].name
+        assert second > first
+        for bad in ("data", "*"):
+            with pytest.raises(AntennaError, match="reserved"):
+                antenna.set(bad, 1)
+            with pytest.raises(AntennaError, match="reserved"):
+                antenna.publish(bad, 1)
+
+
+def test_a_departed_nodes_entries_are_pruned_and_come_back_with_it(tmp_path):
+    flags = ("--prune-after", "3", "--read-interval", "0.5", "--network-scan", "none")
+    cluster = Cluster(tmp_path, 3, "prune", lambda i: flags)
+    nodes = cluster.nodes
+    names = {n.name for n in nodes}
+
+    def known(node: Node) -> tuple[set, set]:
+        with node.antenna() as antenna:
+            state = antenna.state()
+        return set(state.readings), set(state.nodes)
+
+    try:
+        cluster.start()
+        wait_for(lambda: all(known(n) == (names, names) for n in nodes), 15, "every entry")
+        gone = nodes[2]
+        gone.kill()
+        left = names - {gone.name}
+        wait_for(
+            lambda: all(known(n) == (left, left) for n in nodes[:2]),
+            15,
+            "the departed node's reading and links pruned on the others",
+        )
+        gone.start()  # the same data dir: it re-adds itself with fresh dots
+        gone.wait_up()
+        wait_for(lambda: all(known(n) == (names, names) for n in nodes), 15, "it is back")
+    finally:
+        cluster.kill()
+
+
+def test_a_split_office_that_kept_writing_heals_to_one_state_losing_nothing(tmp_path):
+    """Two halves of a six-node office, cut apart, both keep writing (the same targets
+    and their own); healed, every node has the same targets, and for every target the
+    value is that of its acknowledged write with the highest HLC stamp."""
+    base = free_port_block(6)
+    seed = f"127.0.0.1:{base}"
+    quiet = ("--sensor", "none", "--network-scan", "none")
+    # Nodes 4 and 5 also know node 3, so that once cut off from the seed, the second
+    # half can find itself again even if a node of it had all its links across the cut.
+    contacts = [[], [seed], [seed], [seed], [seed, f"127.0.0.1:{base + 3}"]]
+    contacts.append(contacts[-1])
+    nodes = [
+        Node(f"split{i}", base + i, tmp_path / f"split{i}", contacts[i], quiet) for i in range(6)
+    ]
+    halves = (nodes[:3], nodes[3:])
+    acked: dict[str, list] = {}  # target -> [(stamp, value)] of acknowledged writes
+
+    def write(node: Node, name: str, value: object) -> None:
+        with node.antenna() as antenna:
+            acked.setdefault(name, []).append((antenna.set(name, value), value))
+
+    try:
+        for node in nodes:
+            node.start()
+        for node in nodes:
+            node.wait_up()
+        wait_for(lambda: whole_and_symmetric(nodes), 20, "a whole overlay")
+        write(nodes[0], "lights", "on")
+        wait_for(lambda: all(targets(n) == {"lights": "on"} for n in nodes), 10, "the first write")
+
+        for mine, theirs in (halves, halves[::-1]):
+            for node in mine:
+                with node.antenna() as antenna:
+                    antenna.block(*(n.peer for n in theirs))
+
+        def apart() -> bool:
+            v = views(nodes)
+            return all(set(v[n.peer]) <= {m.peer for m in half} for half in halves for n in half)
+
+        wait_for(apart, 20, "two halves with no link between them")
+        for round_ in range(5):
+            for side, half in enumerate(halves):
+                for i, node in enumerate(half):
+                    write(node, "lights", f"{side}-{i}-{round_}")
+                    write(node, f"half{side}", round_)
+        write(halves[1][0], "blinds", "down")
+        wait_for(lambda: all("half0" in targets(n) for n in halves[0]), 20, "half 0 agrees")
+        wait_for(lambda: all("blinds" in targets(n) for n in halves[1]), 20, "half 1 agrees")
+        assert all("half0" not in targets(n) for n in halves[1]), "the cut let a write through"
+        assert all("blinds" not in targets(n) for n in halves[0]), "the cut let a write through"
+
+        for node in nodes:
+            with node.antenna() as antenna:
+                antenna.block()  # heal
+        healed = time.monotonic()
+        want = {name: max(writes)[1] for name, writes in acked.items()}
+        wait_for(
+            lambda: all(targets(n) == want for n in nodes),
+            2 * ANTI_ENTROPY,
+            "one state, with the last acknowledged write of every target, everywhere",
+        )
+        print(f"converged {time.monotonic() - healed:.2f} s after the heal")
+    finally:
+        for node in nodes:
+            node.kill()
