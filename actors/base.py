@@ -112,6 +112,15 @@ class Started:
 
 
 @dataclass
+class Stats:
+    """A supervisor asks a child how busy it has been (for topology); the child sends
+    the same object back with ``messages`` filled in, whatever its own ``handle`` does."""
+
+    token: Any
+    messages: int | None = None
+
+
+@dataclass
 class ExitingNormally:
     """Sent to the supervisor just before a deliberate exit (transient children)."""
 
@@ -130,6 +139,7 @@ class SatelliteActor(Actor):
         self.supervisor = None
         self.context: dict = {}
         self.watching: list[int] = []
+        self.messages = 0  # handled since start, for topology
         self._initialised = False
 
     # -- what subclasses write ------------------------------------------------------------
@@ -158,7 +168,10 @@ class SatelliteActor(Actor):
             elif isinstance(msg, Context):
                 self.context.update(msg.context)
                 self.on_context()
+            elif isinstance(msg, Stats) and msg.messages is None:  # a question, not an answer
+                self.send(sender, Stats(msg.token, self.messages))
             elif self._initialised or isinstance(msg, WakeupMessage):
+                self.messages += 1
                 self.handle(msg, sender)
         except Exception:
             self.crash()

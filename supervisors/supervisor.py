@@ -25,6 +25,7 @@ from actors.base import (
     Init,
     SatelliteActor,
     Started,
+    Stats,
 )
 from actors.connection import StartWorker
 from actors.overlay import Answer, Query, WorkerExited
@@ -130,6 +131,8 @@ class Supervisor(SatelliteActor):
             self.topology(msg, sender)
         elif isinstance(msg, Answer):
             self.topology_part(msg)
+        elif isinstance(msg, Stats):
+            self.stats_part(msg)
         elif isinstance(msg, Shutdown):
             self.shutdown_to = sender
             self.apply(self.core.shutdown(now))
@@ -242,15 +245,21 @@ class Supervisor(SatelliteActor):
             "strategy": self.flags.strategy,
             "pid": os.getpid(),
             "pss": _pss(os.getpid()),
+            "messages": self.messages,
             "children": rows,
         }
         waiting = {}
         self.queries += 1
         key = self.queries
         for row in rows:
-            if row["type"] == "supervisor" and row["handle"] in self.addresses:
-                waiting[row["id"]] = row
+            row["messages"] = None  # until the child answers
+            if row["handle"] not in self.addresses:
+                continue
+            waiting[row["id"]] = row
+            if row["type"] == "supervisor":
                 self.send(self.addresses[row["handle"]], Query("topology", (key, row["id"])))
+            else:
+                self.send(self.addresses[row["handle"]], Stats((key, row["id"])))
         entry = {
             "reply_to": sender,
             "token": msg.token,
@@ -272,7 +281,19 @@ class Supervisor(SatelliteActor):
         row = entry["waiting"].pop(child_id, None)
         if row is not None:
             row["strategy"] = msg.body.get("strategy")
+            row["messages"] = msg.body.get("messages")
             row["children"] = msg.body.get("children", [])
+        if not entry["waiting"]:
+            self.finish_topology(key)
+
+    def stats_part(self, msg: Stats) -> None:
+        key, child_id = msg.token
+        entry = self.topology_waits.get(key)
+        if entry is None:
+            return
+        row = entry["waiting"].pop(child_id, None)
+        if row is not None:
+            row["messages"] = msg.messages
         if not entry["waiting"]:
             self.finish_topology(key)
 

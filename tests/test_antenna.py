@@ -1,0 +1,134 @@
+"""The Antenna as client programs use it: data access, failover, asyncio, bad callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from bench.cluster import running_cluster, wait_for
+from satellite import Antenna, Data, NodeUnreachable
+from satellite.antenna import _arity, parse_node
+
+
+def test_data_reads_as_attributes_and_keys_all_the_way_down():
+    data = Data({"avg_temp": 21.5, "online_devices": [{"mac_addr": "aa:bb"}], "t": {"x": 1}})
+    assert data.avg_temp == data["avg_temp"] == 21.5
+    assert data.online_devices[0].mac_addr == data["online_devices"][0]["mac_addr"] == "aa:bb"
+    assert data.t.x == 1 and isinstance(data.t, Data)
+    with pytest.raises(AttributeError):
+        _ = data.missing
+    assert dict(data) == {
+        "avg_temp": 21.5,
+        "online_devices": [{"mac_addr": "aa:bb"}],
+        "t": {"x": 1},
+    }
+
+
+def test_callback_arity_comes_from_the_signature():
+    assert _arity(lambda p, d: None) == 2
+    assert _arity(lambda p: None) == 1
+    assert _arity(lambda p, who="x": None) == 1
+    assert _arity(lambda *a: None) == 2
+    assert _arity(lambda: None) == 0
+
+
+@pytest.mark.parametrize("bad", ["nope", "host:", ":80", "h:0", "h:99999", "h:x"])
+def test_a_bad_node_address_is_a_value_error(bad):
+    with pytest.raises(ValueError):
+        parse_node(bad)
+
+
+def test_no_node_answering_is_node_unreachable(tmp_path):
+    from bench.cluster import free_port_block
+
+    port = free_port_block(1) + 1000  # nothing listens there
+    with pytest.raises(NodeUnreachable):
+        Antenna(nodes=[f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"], timeout=1).members()
+
+
+@pytest.fixture(scope="module")
+def office(tmp_path_factory):
+    with running_cluster(tmp_path_factory.mktemp("antenna"), 3, "ant") as cluster:
+        yield cluster
+
+
+def client(node) -> str:
+    return f"127.0.0.1:{node.client_port}"
+
+
+def test_a_failing_callback_is_logged_and_the_antenna_goes_on(office):
+    got = []
+
+    def broken(payload):
+        raise RuntimeError("a bug in the user's script")
+
+    antenna = Antenna(nodes=[client(office.nodes[0])])
+    antenna.on("bell")(broken)
+    antenna.on("bell")(got.append)
+    antenna.start()
+    try:
+        with office.nodes[1].antenna() as other:
+            other.publish("bell", 1)
+            other.publish("bell", 2)
+        # (Plumtree does not keep one origin's events in order: compare as sets.)
+        wait_for(lambda: sorted(got) == [1, 2], 10, "both events despite the failing callback")
+    finally:
+        antenna.stop()
+
+
+def test_async_programs_iterate_over_events(office):
+    async def first_two() -> list:
+        antenna = Antenna(nodes=[client(office.nodes[2])])
+        seen = []
+        try:
+            stream = antenna.events("chime")
+            waiter = asyncio.ensure_future(stream.__anext__())
+            await asyncio.sleep(0)  # let it subscribe
+            wait_for(lambda: antenna._thread is not None, 10, "the antenna to start")
+            with office.nodes[0].antenna() as other:
+                other.publish("chime", "ding")
+                other.publish("chime", "dong")
+            seen.append(await asyncio.wait_for(waiter, 10))
+            seen.append(await asyncio.wait_for(stream.__anext__(), 10))
+            await stream.aclose()
+        finally:
+            antenna.stop()
+        return seen
+
+    seen = asyncio.run(first_two())
+    assert sorted((e.name, e.payload, e.origin) for e in seen) == [
+        ("chime", "ding", office.nodes[0].name),
+        ("chime", "dong", office.nodes[0].name),
+    ]
+
+
+def test_an_antenna_fails_over_when_its_node_dies_and_misses_no_target_change(office):
+    """The last test of the module: it kills node 0."""
+    lights: list = []
+    doors: list = []
+    first, second, writer = office.nodes
+    antenna = Antenna(nodes=[client(first), client(second)], timeout=2)
+    antenna.on("lights")(lights.append)
+    antenna.on("door")(doors.append)
+    antenna.start()
+    try:
+        assert antenna.node == first.name
+        with writer.antenna() as w:
+            w.set("lights", "on")
+        wait_for(lambda: lights == ["on"], 10, "the first change")
+        first.kill()
+        killed = time.monotonic()
+        with writer.antenna() as w:
+            w.set("lights", "off")  # while the antenna has no node
+        wait_for(lambda: lights[-1:] == ["off"], 15, "the change made while it was away")
+        back = time.monotonic() - killed
+        assert antenna.node == second.name
+        assert lights == ["on", "off"]  # exactly once each
+        with writer.antenna() as w:
+            w.publish("door", "open")
+        wait_for(lambda: doors == ["open"], 10, "events again after the failover")
+        print(f"back with the missed change {back:.2f} s after the SIGKILL")
+    finally:
+        antenna.stop()
