@@ -89,10 +89,10 @@ class ClientWorker(Connection):
         )
 
     def control(self, msg: link.Control) -> None:
+        to = "gossip" if msg.command == "delivered" else "membership"
         self.forward(
-            msg.req, "control", "membership", msg.args,
-            lambda v, t: ControlRequest(msg.command, v, t),
-        )  # fmt: skip
+            msg.req, "control", to, msg.args, lambda v, t: ControlRequest(msg.command, v, t)
+        )
 
     def forward(self, req: int, what: str, to: str, data: bytes, make: Any) -> None:
         """Decode a request's msgpack argument and hand it to actor ``to``; its Answer
@@ -152,7 +152,7 @@ class ClientWorker(Connection):
                 elif entry["what"] == "metrics":
                     body = self.metrics(entry["parts"])
                 elif entry["what"] == "control":
-                    body = entry["parts"]["membership"]
+                    (body,) = entry["parts"].values()
                     if "error" in body:
                         self.reply(entry["req"], False, body["error"])
                         return

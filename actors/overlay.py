@@ -12,7 +12,7 @@ import hashlib
 import os
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from datetime import timedelta
 from typing import Any
 
@@ -37,6 +37,7 @@ from protocols.events import (
 )
 
 HYPARVIEW = frozenset(hyparview.MESSAGES)
+DELIVERY_LOG = 20_000  # events Gossip remembers having delivered
 
 
 class PublishDelta:
@@ -94,6 +95,18 @@ class Unreachable:
 
     def __init__(self, peer: str) -> None:
         self.peer = peer
+
+
+class Faults:
+    """From Membership to every PeerWorker: drop this share of outgoing batches and hold
+    the rest back this long (``satellite chaos`` without root or network namespaces)."""
+
+    def __init__(self, loss: float = 0.0, delay_ms: int = 0) -> None:
+        self.loss, self.delay_ms = loss, delay_ms
+
+    @property
+    def active(self) -> bool:
+        return self.loss > 0 or self.delay_ms > 0
 
 
 class WorkerExited:
@@ -179,6 +192,7 @@ class Membership(SatelliteActor):
         self.counters: Counter = Counter()
         self.members_told: list | None = None  # what State last heard
         self.blocked: set[str] = set()  # peers cut off by an operator (a partition drill)
+        self.faults = Faults()  # loss and delay injected on our outgoing peer traffic
         self.apply(self.hv.handle(time.monotonic(), TimerFired(hyparview.PromoteTick())))
         for seed in args.get("join", []):
             if seed != self.me:
@@ -250,6 +264,8 @@ class Membership(SatelliteActor):
         """``join`` [addr...]: contact these seeds (as ``serf join``). ``block`` [addr...]:
         drop every link to these peers and refuse new ones until the next ``block``
         (an empty list heals): a partition without root or network namespaces."""
+        if msg.command == "faults":
+            return self.set_faults(msg.args)
         peers = msg.args if isinstance(msg.args, list) else None
         if peers is None or not all(isinstance(p, str) and ":" in p for p in peers):
             return {"error": f"{msg.command} takes a list of HOST:PORT peer addresses"}
@@ -270,6 +286,20 @@ class Membership(SatelliteActor):
                     self.send(self.myAddress, Unreachable(peer))
             return {"blocked": sorted(self.blocked)}
         return {"error": f"unknown command {msg.command!r}"}
+
+    def set_faults(self, args: Any) -> dict:
+        try:
+            loss, delay_ms = float(args.get("loss", 0)), int(args.get("delay_ms", 0))
+        except (AttributeError, TypeError, ValueError):
+            return {"error": 'faults takes {"loss": 0..1, "delay_ms": 0..10000}'}
+        if not (0 <= loss <= 1 and 0 <= delay_ms <= 10_000):
+            return {"error": 'faults takes {"loss": 0..1, "delay_ms": 0..10000}'}
+        self.faults = Faults(loss, delay_ms)
+        logger.info("[{}] Membership: faults loss {} delay {} ms", self.node_id, loss, delay_ms)
+        for workers in self.workers.values():
+            for worker in workers:
+                self.send(worker, self.faults)
+        return {"loss": loss, "delay_ms": delay_ms}
 
     def answer(self, what: str) -> Any:
         if what in ("members", "state"):
@@ -302,6 +332,8 @@ class Membership(SatelliteActor):
         workers = self.workers.setdefault(peer, [])
         if msg.worker not in workers:
             workers.append(msg.worker)
+            if self.faults.active:
+                self.send(msg.worker, self.faults)
         pending = self.outbox.pop(peer, None)
         self.dialled.discard(peer)
         if pending:
@@ -383,6 +415,12 @@ class Gossip(SatelliteActor):
         self.subscribers: dict[str, tuple[Any, frozenset]] = {}  # str(addr) -> (addr, names)
         self.counter = 0
         self.counters: Counter = Counter()
+        # The events delivered here, numbered, for ``satellite chaos`` to check delivery
+        # at the node (not at a client, which may be reconnecting). Bounded; a new
+        # epoch after a restart tells a reader that the numbering started again.
+        self.epoch = os.urandom(4).hex()
+        self.log: deque = deque(maxlen=DELIVERY_LOG)
+        self.logged = 0
         self.eager_told: tuple | None = None  # what State last heard
         self.apply(self.pt.handle(time.monotonic(), TimerFired(plumtree.AntiEntropyTick())))
 
@@ -441,6 +479,8 @@ class Gossip(SatelliteActor):
             self.apply(self.pt.handle(now, Broadcast(mid, msg.frame)))
         elif isinstance(msg, NotifyClients):
             self.notify(msg.delivery)
+        elif isinstance(msg, ControlRequest):
+            self.send(sender, Answer("control", msg.token, self.deliveries(msg.args)))
         elif isinstance(msg, Query):
             if msg.what == "metrics":
                 gauges = {
@@ -484,7 +524,18 @@ class Gossip(SatelliteActor):
             return
         if type(event) is not link.Event:
             return
+        self.logged += 1
+        self.log.append((self.logged, event.name, event.data))
         self.notify(link.Delivery(event.name, event.data, event.origin, effect.id))
+
+    def deliveries(self, args: Any) -> dict:
+        """``{"since": n}`` -> the events delivered after number n (at most 2000 at once)."""
+        since = args.get("since", 0) if isinstance(args, dict) else 0
+        if not isinstance(since, int):
+            return {"error": 'delivered takes {"since": N}'}
+        events = [[n, name, data] for n, name, data in self.log if n > since][:2000]
+        first = self.log[0][0] if self.log else self.logged + 1
+        return {"epoch": self.epoch, "first": first, "last": self.logged, "events": events}
 
     def notify(self, delivery: link.Delivery) -> None:
         # "*" is every event, but not the office-state stream "data" (ask for it by name).
@@ -509,7 +560,25 @@ class PeerWorker(Connection):
         self.init_args = args
         self.dialled = args.get("connect")
         self.peer: str | None = None
+        self.faults = Faults()
+        self.rng = random.Random()
         super().init(args)
+
+    def handle(self, msg: Any, sender: Any) -> None:
+        if isinstance(msg, Faults):
+            self.faults = msg
+        elif isinstance(msg, SendFrames) and self.faults.active and msg.frames and not msg.close:
+            if self.rng.random() < self.faults.loss:
+                return  # lost on the way: Plumtree and anti-entropy must repair it
+            if self.faults.delay_ms:
+                later = timedelta(milliseconds=self.faults.delay_ms)
+                self.wakeupAfter(later, payload=("delayed", msg.frames))
+                return
+            super().handle(msg, sender)
+        elif isinstance(msg, WakeupMessage) and isinstance(msg.payload, tuple):
+            self.write(msg.payload[1])  # a delayed batch, in the order it was sent
+        else:
+            super().handle(msg, sender)
 
     def connect_failed(self, exc: OSError) -> None:
         membership = self.context.get("membership")

@@ -292,6 +292,20 @@ class Antenna:
         new ones; ``block()`` with none heals. For tests and ``satellite chaos``."""
         self._control("block", list(peers))
 
+    def faults(self, loss: float = 0.0, delay_ms: int = 0) -> None:
+        """A chaos drill: the node drops this share of its outgoing peer messages and
+        delays the rest by ``delay_ms``; ``faults()`` ends it."""
+        self._control("faults", {"loss": loss, "delay_ms": delay_ms})
+
+    def delivered(self, since: int = 0) -> Data:
+        """The events this node delivered after number ``since``: ``{"epoch", "first",
+        "last", "events": [[n, name, payload], ...]}`` (a new epoch: the node's Gossip
+        restarted and numbers from 1 again; ``first``: the oldest it still remembers)."""
+        body = self._control("delivered", {"since": since})
+        for row in body["events"]:
+            row[2] = msgpack.unpackb(row[2], raw=False)
+        return Data(body)
+
     def _control(self, command: str, args: Any) -> Any:
         data = msgpack.packb(args, use_bin_type=True)
         return self._request(lambda req: link.Control(req, command, data))
