@@ -38,6 +38,8 @@ SETTINGS = (
     "network_scan",
     "prune_after",
     "http",
+    "key_file",
+    "insecure",
 )
 
 
@@ -99,6 +101,18 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds after which a silent node's readings and a device not seen are "
         "dropped from the office state (default 86400, as Serf's reconnect_timeout)",
+    )
+    p.add_argument(
+        "--key-file",
+        help="the cluster key(s), base64, one per line, the primary first (make one with "
+        "`satellite keygen`): only peers and clients holding a key of it get in",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="listen on a non-loopback address without a cluster key (anyone on the "
+        "network can then join, read and switch everything)",
     )
     p.add_argument("--config", help="a TOML file with the same settings (flags win)")
     return p
@@ -182,7 +196,34 @@ def load_config(argv: list[str] | None) -> dict[str, Any]:
             # One port, and the same host or a wildcard on either side: bind would fail.
             if port == http_port and (host == http_host or "0.0.0.0" in (host, http_host)):
                 raise ConfigError(f"--http: {http} is already taken by {flag}")
+    keyring: list[bytes] = []
+    key_file = settings.get("key_file")
+    if key_file:
+        from protocols.secure import parse_keyring
+
+        try:
+            keyring = parse_keyring(Path(str(key_file)).read_text())
+        except OSError as exc:
+            raise ConfigError(f"--key-file: cannot read {key_file}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ConfigError(f"--key-file: {key_file}: {exc}") from None
+    insecure = bool(settings.get("insecure", False))
+    if not keyring and not insecure:
+        # Protected mode: without a key, only this machine may reach us.
+        listening = {"--bind": bind_host, "--client": client_host}
+        if http:
+            listening["--http"] = http.rpartition(":")[0]
+        for flag, host in listening.items():
+            if not _is_loopback(host):
+                raise ConfigError(
+                    f"{flag}: refusing to listen on {host} without a cluster key, where "
+                    "anyone on the network could join, read and switch everything; "
+                    "pass --key-file FILE (make one with `satellite keygen`), "
+                    "or bind to 127.0.0.1, or accept the risk with --insecure"
+                )
     return {
+        "keyring": keyring,
+        "insecure": insecure,
         "http": http,
         "prune_after": prune_after,
         "network_scan": network_scan,
@@ -198,6 +239,12 @@ def load_config(argv: list[str] | None) -> dict[str, Any]:
         "log_level": level,
         "log_json": bool(settings.get("log_json", False)),
     }
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    return _is_ip(host) and ipaddress.ip_address(host).is_loopback
 
 
 def _is_ip(host: str) -> bool:
@@ -269,6 +316,12 @@ def run(config: dict[str, Any]) -> int:
     logger.remove()
     logger.add(sys.stderr, level=config["log_level"], serialize=config["log_json"])
     set_title(config["node_id"], "run_node")
+    if config["insecure"] and not config["keyring"]:
+        logger.warning(
+            "[{}] --insecure: no cluster key, and listening beyond this machine: anyone on "
+            "the network can join, read and switch everything",
+            config["node_id"],
+        )
     incarnation = next_incarnation(config["data_dir"])
     config["incarnation"] = incarnation
     config["launcher_pid"] = os.getpid()
@@ -298,7 +351,7 @@ def run(config: dict[str, Any]) -> int:
         hello = wire.encode(
             link.Hello(link.PROTOCOL_VERSION, config["node_id"], config["peer"], incarnation)
         )
-        context = {"peer": config["peer"], "hello": hello}
+        context = {"peer": config["peer"], "hello": hello, "keyring": config["keyring"]}
         args = dict(spec["args"], child_id="node_sup")
         init = Init(config["node_id"], "Supervisor:node_sup", args, context)
         started = system.ask(top, init, 10)
@@ -337,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import simulate
 
         return simulate.main(argv[1:], prog="run_node.py simulate")
+    if argv[:1] == ["demo"]:
+        from satellite import demo
+
+        return demo.main(argv[1:], prog="run_node.py demo")
     try:
         config = load_config(argv)
     except ConfigError as exc:

@@ -24,6 +24,7 @@ from actors.overlay import (
 )
 from actors.state import SetTargetRequest
 from protocols import link, wire
+from protocols.secure import AuthHello
 
 _tokens = itertools.count(1)
 MAX_EVENT = 256 * 1024  # bytes of event data: it travels in one frame to every node
@@ -48,7 +49,9 @@ class ClientWorker(Connection):
     def on_frame(self, msg: Any) -> None:
         kind = type(msg)
         if not self.greeted:
-            if kind is not link.ClientHello:
+            if kind is AuthHello:
+                self.refuse("this node has no cluster key: connect without one")
+            elif kind is not link.ClientHello:
                 self.refuse(f"expected client_hello first, got {kind.__name__}")
             elif msg.version != link.PROTOCOL_VERSION:
                 self.refuse(f"client protocol version {msg.version} is not {link.PROTOCOL_VERSION}")
@@ -114,6 +117,11 @@ class ClientWorker(Connection):
         self.write(wire.encode(link.Refused(reason)))
         self.closing = True
         self.close(reason, bad=True)
+
+    def key_refused(self, reason: str) -> None:
+        # In the clear, since there is no channel: it only says a key is needed.
+        self.send_raw(wire.encode(link.Refused(f"this node requires the cluster key ({reason})")))
+        self.close(f"key handshake failed: {reason}", bad=True)
 
     def request(self, msg: link.Request) -> None:
         names = REQUESTS.get(msg.what)

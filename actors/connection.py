@@ -11,6 +11,7 @@ would inherit its listening socket).
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import time
 from datetime import timedelta
@@ -22,9 +23,12 @@ from thespian.actors import WakeupMessage, WatchMessage
 
 from actors.base import SatelliteActor
 from protocols import wire
+from protocols.secure import Channel, Handshake, SecureError
 
 SEND_QUEUE_MAX = 4 << 20  # bytes waiting for a slow peer before we give up on it
 RECV_CHUNK = 1 << 16
+GREETING_TIMEOUT = 5.0  # seconds to finish the key handshake and say hello
+FRAME_TIMEOUT = 10.0  # seconds a frame may take to arrive whole once it has begun
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -60,6 +64,14 @@ class Connection(SatelliteActor):
         self.closing = False
         self.last_rx = self.last_tx = time.monotonic()
         self.remote = "?"
+        # With a cluster key, nothing but the handshake goes out or comes in until both
+        # sides proved they hold it; what we write meanwhile waits in ``held``.
+        self.keyring: list[bytes] | None = self.context.get("keyring") or None
+        self.handshake: Handshake | None = None
+        self.channel: Channel | None = None
+        self.held = bytearray()
+        self.greeted = False  # subclasses set it on the other side's valid hello
+        self.partial_since: float | None = None  # a frame began arriving then
         if "fd" in args:
             try:
                 self.sock = socket.socket(fileno=args["fd"].detach())
@@ -84,6 +96,10 @@ class Connection(SatelliteActor):
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.watching = [self.sock.fileno()]
         self.wakeupAfter(timedelta(seconds=self.keepalive), payload="keepalive")
+        self.wakeupAfter(timedelta(seconds=GREETING_TIMEOUT), payload="greeting")
+        if self.keyring:
+            self.handshake = Handshake(self.keyring, "connect" in args, os.urandom(16))
+            self.send_raw(self.handshake.start())
         self.connected()
 
     # -- what subclasses write ------------------------------------------------------------
@@ -101,6 +117,10 @@ class Connection(SatelliteActor):
 
     def on_idle(self) -> None: ...
 
+    def key_refused(self, reason: str) -> None:
+        """The other side failed the key handshake (or does not do it)."""
+        self.close(f"key handshake failed: {reason}", bad=True)
+
     # -- the loop -------------------------------------------------------------------------
 
     def handle(self, msg: Any, sender: Any) -> None:
@@ -110,9 +130,15 @@ class Connection(SatelliteActor):
             if msg.payload == "flush":
                 self.flush_armed = False
                 self._flush()
+            elif msg.payload == "greeting" and self.sock is not None and not self.greeted:
+                self.close(f"no hello within {GREETING_TIMEOUT:.0f} s", bad=True)
             elif msg.payload == "keepalive" and self.sock is not None:
                 if time.monotonic() - self.last_rx > 3 * self.keepalive:
                     self.close("no keepalive for %.0f s" % (3 * self.keepalive))
+                    return
+                since = self.partial_since
+                if since is not None and time.monotonic() - since > FRAME_TIMEOUT:
+                    self.close(f"a frame still incomplete after {FRAME_TIMEOUT:.0f} s", bad=True)
                     return
                 self.on_idle()
                 self.wakeupAfter(timedelta(seconds=self.keepalive), payload="keepalive")
@@ -138,23 +164,58 @@ class Connection(SatelliteActor):
             self.close("closed by the other end")
             return
         self.last_rx = time.monotonic()
+        if self.handshake is not None and not self.handshake.done:
+            try:
+                self.send_raw(self.handshake.feed(data))
+            except SecureError as exc:
+                self.key_refused(str(exc))
+                return
+            if not self.handshake.done:
+                return
+            self.channel = self.handshake.channel
+            if self.held:
+                self.send_raw(self.channel.seal(bytes(self.held)))
+                self.held.clear()
+            data = self.handshake.rest
         try:
+            if self.channel is not None:
+                data = self.channel.open(data)
             messages = self.decoder.feed(data)
         except wire.WireError as exc:
             self.close(f"bad frame ({type(exc).__name__}: {exc})", bad=True)
             return
+        incomplete = self.decoder.pending() or (self.channel and self.channel.pending())
+        if not incomplete:
+            self.partial_since = None
+        elif self.partial_since is None:
+            self.partial_since = self.last_rx
         for message in messages:
             if self.sock is None:
                 return
             self.on_frame(message)
 
     def write(self, frames: bytes) -> None:
-        if self.sock is None:
+        """Frames for the other side: sealed when there is a key (held until the
+        handshake is done)."""
+        if not frames:
             return
-        if len(self.outbox) + len(frames) > SEND_QUEUE_MAX:
+        if self.keyring:
+            if self.channel is None:
+                if len(self.held) + len(frames) > SEND_QUEUE_MAX:
+                    self.close("send queue full before the handshake ended")
+                    return
+                self.held += frames
+                return
+            frames = self.channel.seal(frames)
+        self.send_raw(frames)
+
+    def send_raw(self, data: bytes) -> None:
+        if self.sock is None or not data:
+            return
+        if len(self.outbox) + len(data) > SEND_QUEUE_MAX:
             self.close("send queue full: the other end does not read")
             return
-        self.outbox += frames
+        self.outbox += data
         self._flush()
 
     def _flush(self) -> None:

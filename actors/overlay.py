@@ -600,6 +600,7 @@ class PeerWorker(Connection):
                 return
             self.peer = msg.peer
             self.remote = msg.peer
+            self.greeted = True
             self.send(self.context["membership"], PeerUp(msg.peer, msg, self.myAddress))
         elif kind in HYPARVIEW:
             self.send(self.context["membership"], FromPeer(self.peer, msg))

@@ -6,13 +6,14 @@ is found by its admin port) and everything below the admin."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,11 @@ def free_port_block(count: int, start: int = 10000) -> int:
     raise RuntimeError("no free ports")
 
 
+def ports_free(ports: Iterable[int]) -> bool:
+    """Whether every port can be bound on 127.0.0.1 right now."""
+    return all(_free(p) for p in ports)
+
+
 def _free(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -63,22 +69,49 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, step: floa
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
+def _term_with_parent() -> Callable[[], None] | None:
+    """For a launcher forked by ``Node.start(detach=True)``: SIGTERM when its starter dies,
+    so even a SIGKILLed starter leaves no node behind (the launcher then stops cleanly).
+    libc is loaded here, in the parent: between fork and exec only the call is safe."""
+    try:
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except OSError:  # not Linux
+        return None
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Node:
     def __init__(
-        self, name: str, peer_port: int, data_dir: Path, join: list[str], extra: tuple = ()
+        self,
+        name: str,
+        peer_port: int,
+        data_dir: Path,
+        join: list[str],
+        extra: tuple = (),
+        client_port: int | None = None,
     ) -> None:
         self.extra = list(extra)  # more run_node.py flags
         self.name = name
         self.peer_port = peer_port
-        self.client_port = peer_port + 1000
+        self.client_port = peer_port + 1000 if client_port is None else client_port
         self.admin_port = peer_port + ADMIN_OFFSET
         self.peer = f"127.0.0.1:{peer_port}"
         self.data_dir = data_dir
         self.join = join
         self.proc: subprocess.Popen | None = None
         self.log = data_dir.parent / f"{name}.log"
+        # A node with --key-file: our antennas hold the same keys.
+        self.keyring: list[bytes] = []
+        if "--key-file" in self.extra:
+            from protocols.secure import parse_keyring
 
-    def start(self) -> Node:
+            path = self.extra[self.extra.index("--key-file") + 1]
+            self.keyring = parse_keyring(Path(path).read_text())
+
+    def start(self, detach: bool = False) -> Node:
+        """Start the launcher, its output appended to ``self.log``. ``detach``: in a session
+        of its own, so a terminal's Ctrl-C reaches only whoever started it (who then stops
+        the nodes in order), and SIGTERMed if that starter dies."""
         cmd = [
             sys.executable,
             str(ROOT / "run_node.py"),
@@ -96,11 +129,18 @@ class Node:
         cmd += self.extra
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                start_new_session=detach,
+                preexec_fn=_term_with_parent() if detach else None,
+            )
         return self
 
     def antenna(self) -> Antenna:
-        return Antenna("127.0.0.1", self.client_port, timeout=5.0)
+        return Antenna("127.0.0.1", self.client_port, timeout=5.0, key=self.keyring)
 
     def wait_up(self, timeout: float = 20.0) -> None:
         def up() -> bool:
@@ -138,13 +178,7 @@ class Node:
         return alive
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        self.kill()
+        stop_nodes([self], timeout)
 
     def kill(self) -> None:
         """SIGKILL every process of the node, by pid, until none is left."""
@@ -163,6 +197,31 @@ class Node:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 pass
+
+
+def stop_nodes(nodes: Iterable[Node], timeout: float = 5.0) -> dict[str, int | None]:
+    """Stop nodes together: SIGTERM to every launcher still running, one shared wait of
+    ``timeout`` seconds for all of them, then SIGKILL whatever of any node is left, by pid.
+
+    Returns each node's launcher exit status as it stopped by itself: None when it had to
+    be killed (or was never started)."""
+    nodes = list(nodes)
+    for node in nodes:
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    status: dict[str, int | None] = {}
+    for node in nodes:
+        code = None
+        if node.proc is not None:
+            try:
+                code = node.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        status[node.name] = code
+    for node in nodes:
+        node.kill()
+    return status
 
 
 class Cluster:

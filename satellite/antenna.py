@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import os
 import random
 import socket
 import threading
@@ -42,6 +43,7 @@ import msgpack
 from loguru import logger
 
 from protocols import link, wire
+from protocols.secure import Channel, Handshake, SecureError, parse_key
 
 MAX_BACKOFF = 5.0  # seconds between reconnection attempts, at most
 
@@ -133,8 +135,14 @@ class Antenna:
         timeout: float = 5.0,
         client: str = "antenna",
         nodes: Iterable[str | tuple[str, int]] | None = None,
+        key: str | bytes | list | None = None,
     ) -> None:
         self.nodes = [parse_node(n) for n in nodes] if nodes else [(host, int(port))]
+        # The cluster key as `satellite keygen` prints it (or raw bytes, or several: the
+        # first is used unless the node names another one we hold).
+        keys = key if isinstance(key, list) else [key] if key else []
+        self.keyring = [k if isinstance(k, bytes) else parse_key(k) for k in keys]
+        self._channel: Channel | None = None
         self.host, self.port = self.nodes[0]
         self.timeout, self.client = timeout, client
         self.callbacks: dict[str, list[Callable]] = {}
@@ -179,11 +187,17 @@ class Antenna:
             raise NodeUnreachable(f"node {host}:{port} unreachable: {exc}") from None
         self.host, self.port = host, port
         self._sock, self._decoder, self._pending = sock, wire.FrameDecoder(), []
+        self._channel = None
         try:
+            rest = self._handshake(sock, f"{host}:{port}") if self.keyring else b""
+            if rest:
+                self._pending = self._decoder.feed(self._channel.open(rest))
             self._write(link.ClientHello(link.PROTOCOL_VERSION, self.client))
             first = self._read_one()
-        except AntennaError:
+        except (AntennaError, SecureError) as exc:
             self.close()
+            if isinstance(exc, SecureError):
+                raise BadKey(f"node {host}:{port}: {exc}") from None
             raise
         if type(first) is link.Refused:
             self.close()
@@ -196,6 +210,26 @@ class Antenna:
         self.node = first.node
         if self.callbacks:
             self._subscribe()
+
+    def _handshake(self, sock: socket.socket, where: str) -> bytes:
+        """Prove we hold the key and check that the node does; returns what followed."""
+        hs = Handshake(self.keyring, True, os.urandom(16))
+        try:
+            sock.sendall(hs.start())
+            while not hs.done:
+                data = sock.recv(1 << 16)
+                if not data:
+                    raise BadKey(
+                        f"node {where} closed the connection during the key handshake: "
+                        "it holds another cluster key"
+                    )
+                out = hs.feed(data)
+                if out:
+                    sock.sendall(out)
+        except OSError as exc:
+            raise NodeUnreachable(f"node {where} went away: {exc}") from None
+        self._channel = hs.channel
+        return hs.rest
 
     def _subscribe(self) -> None:
         # "data" always: callbacks get the office snapshot with every event.
@@ -214,7 +248,9 @@ class Antenna:
         if sock is None:
             raise NodeUnreachable("not connected")
         frame = wire.encode(msg)
-        with self._write_lock:
+        with self._write_lock:  # one writer at a time: records are numbered in order
+            if self._channel is not None:
+                frame = self._channel.seal(frame)
             try:
                 sock.sendall(frame)
             except OSError as exc:
@@ -234,6 +270,8 @@ class Antenna:
             if not data:
                 raise NodeUnreachable(f"node {self.host}:{self.port} closed the connection")
             try:
+                if self._channel is not None:
+                    data = self._channel.open(data)
                 self._pending = self._decoder.feed(data)
             except wire.WireError as exc:
                 raise AntennaError(f"node sent a frame we cannot read: {exc}") from None

@@ -38,6 +38,7 @@ from satellite.antenna import Antenna, AntennaError, NodeUnreachable
 
 DEFAULT_NODE = "127.0.0.1:8000"
 ENV_NODE = "SATELLITE_NODE"
+ENV_KEY_FILE = "SATELLITE_KEY_FILE"
 PROG = "satellite"
 
 
@@ -385,6 +386,31 @@ def keygen_command(args: argparse.Namespace, antenna: Antenna | None) -> int:
     return 0
 
 
+def _topology_arguments(parser: argparse.ArgumentParser) -> None:
+    from satellite import topology  # collecting and drawing live in their own module
+
+    topology.add_arguments(parser)
+
+
+@command(
+    "topology",
+    "Show supervision trees and overlay links (--cluster: all nodes)",
+    "Show the node's supervision tree (each actor's role, strategy or restart type, pid,\n"
+    "restarts, uptime, PSS memory, messages handled), its HyParView active and passive\n"
+    "views and its Plumtree eager and lazy peers; with --cluster, of every node reachable\n"
+    "from it (one that does not answer in time is listed as unreachable). --format also\n"
+    "takes dot (Graphviz) and mermaid; --output FILE.svg|.png|.pdf draws with Graphviz.",
+    "  satellite topology\n"
+    "  satellite topology --cluster --format json\n"
+    "  satellite topology --cluster --output office.svg",
+    arguments=_topology_arguments,
+)
+def topology_command(args: argparse.Namespace, antenna: Antenna | None) -> int:
+    from satellite import topology
+
+    return topology.run(args, antenna)
+
+
 # --- argument parsing -------------------------------------------------------------------------
 
 
@@ -435,7 +461,31 @@ def common_options() -> argparse.ArgumentParser:
         default=5.0,
         help="how long to wait for the node (default: 5)",
     )
+    common.add_argument(
+        "--key-file",
+        metavar="FILE",
+        default=os.environ.get(ENV_KEY_FILE),
+        help=f"the office's cluster key file, as the node's --key-file (default: ${ENV_KEY_FILE})",
+    )
     return common
+
+
+def read_keyring(path: str | None) -> list[bytes]:
+    """The keys of a key file (``run_node.py --key-file`` format); [] without one."""
+    if not path:
+        return []
+    from protocols.secure import parse_keyring
+
+    try:
+        return parse_keyring(open(path).read())
+    except OSError as exc:
+        raise UsageError(f"--key-file: cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UsageError(f"--key-file: {path}: {exc}") from None
+
+
+class UsageError(Exception):
+    """A mistake in the command line: one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -496,12 +546,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if cmd.needs_node:
             host, port = args.node
-            antenna = Antenna(host, port, timeout=args.timeout, client="satellite-cli")
+            keys = read_keyring(args.key_file)
+            antenna = Antenna(host, port, timeout=args.timeout, client="satellite-cli", key=keys)
             try:
                 antenna.connect()
             except NodeUnreachable as exc:
                 return fail(f"{exc} (is a node running there? see --node and ${ENV_NODE})")
         return cmd.run(args, antenna)
+    except UsageError as exc:
+        return fail(str(exc), 2)
     except AntennaError as exc:
         return fail(str(exc))
     except KeyboardInterrupt:

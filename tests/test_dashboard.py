@@ -325,20 +325,26 @@ def test_overlay_maps_peer_addresses_to_nodes_and_marks_eager_links() -> None:
 # --- configuration ---------------------------------------------------------------------------
 
 
+LOCAL = ["--bind", "127.0.0.1:7400"]  # protected mode: no key, so loopback only
+
+
 def test_http_flag_and_config_setting(tmp_path) -> None:
-    assert run_node.load_config(["--node-id", "x"])["http"] is None
-    assert run_node.load_config(["--http", "9100"])["http"] == "127.0.0.1:9100"
-    assert run_node.load_config(["--http", "0.0.0.0:9100"])["http"] == "0.0.0.0:9100"
+    assert run_node.load_config([*LOCAL, "--node-id", "x"])["http"] is None
+    assert run_node.load_config([*LOCAL, "--http", "9100"])["http"] == "127.0.0.1:9100"
+    config = run_node.load_config([*LOCAL, "--http", "0.0.0.0:9100", "--insecure"])
+    assert config["http"] == "0.0.0.0:9100"
+    with pytest.raises(run_node.ConfigError, match="--http: refusing"):
+        run_node.load_config([*LOCAL, "--http", "0.0.0.0:9100"])
     toml = tmp_path / "node.toml"
-    toml.write_text('http = "127.0.0.1:9200"\n')
+    toml.write_text('http = "127.0.0.1:9200"\nbind = "127.0.0.1:7400"\n')
     assert run_node.load_config(["--config", str(toml)])["http"] == "127.0.0.1:9200"
     for bad in ("127.0.0.1:nope", "127.0.0.1:70000", "127.0.0.1:8000"):  # 8000: the client port
         with pytest.raises(run_node.ConfigError, match="--http"):
-            run_node.load_config(["--http", bad])
+            run_node.load_config([*LOCAL, "--http", bad])
 
 
 def test_the_dashboard_is_the_last_child_and_only_with_http() -> None:
-    config = run_node.load_config(["--node-id", "x", "--http", "9100"])
+    config = run_node.load_config([*LOCAL, "--node-id", "x", "--http", "9100"])
     config["incarnation"] = 1
     children = node_tree(config)["args"]["children"]
     assert children[-1]["id"] == "dashboard"

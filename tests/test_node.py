@@ -134,8 +134,9 @@ def test_a_killed_actor_is_restarted_and_events_flow_again(trio, child_id):
 
     after = wait_for(restarted, 10, f"{child_id} to come back")
     assert after["restarts"] >= before["restarts"] + 1
-    # Each actor counts the messages it handled (its Init-time work included).
-    assert isinstance(before["messages"], int) and before["messages"] >= 1
+    # Each actor answers with the count of messages it handled (a listener may have
+    # had none); a dead one would leave None.
+    assert isinstance(before["messages"], int)
     assert (
         not psutil.pid_exists(before["pid"]) or psutil.Process(before["pid"]).status() == "zombie"
     )
