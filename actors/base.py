@@ -52,7 +52,7 @@ def loopback_only() -> None:
     # actor does not finish exiting while one is pending: a supervisor that notified a
     # dead sibling would hang a restart. Between processes of one machine, a message
     # that cannot be delivered in 2 s will not be.
-    transport.DEFAULT_MAX_TRANSMIT_PERIOD = timedelta(seconds=2)
+    transport.DEFAULT_MAX_TRANSMIT_PERIOD = timedelta(seconds=10)
     os.environ["THESPIAN_BASE_IPADDR"] = "127.0.0.1"
     original = IPBase.IPActorAddress.__init__
 

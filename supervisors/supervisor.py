@@ -28,7 +28,7 @@ from actors.base import (
     Stats,
 )
 from actors.connection import StartWorker
-from actors.overlay import Answer, Query, WorkerExited
+from actors.overlay import Answer, PeerGone, Query, WorkerExited
 from supervisors import core
 
 ESCALATE_STATUS = 71
@@ -68,8 +68,12 @@ class Supervisor(SatelliteActor):
         self.topology_waits: dict[Any, dict] = {}
         self.queries = 0  # numbers our own topology queries to child supervisors
         self.shutdown_to: Any = None
+        self.refused_logged = -10.0
         self.launcher_pid = args.get("launcher_pid")
         self.notify = args.get("notify")
+        # A worker costs a process: beyond this many, new connections are refused (a
+        # thousand connections at once must not become a thousand processes).
+        self.max_children = args.get("max_children")
         if args.get("name"):
             self.context[args["name"]] = self.myAddress
         if self.launcher_pid:
@@ -119,7 +123,10 @@ class Supervisor(SatelliteActor):
             self.normal.add(str(sender))
             self.send(sender, ActorExitRequest())
         elif isinstance(msg, StartWorker):
-            self.apply(self.core.start_child(now, msg.args))
+            if self.max_children and self.core.counts()["workers"] >= self.max_children:
+                self.refuse_worker(msg.args)
+            else:
+                self.apply(self.core.start_child(now, msg.args))
         elif isinstance(msg, WakeupMessage):
             if msg.payload == "launcher":
                 self.watch_launcher()
@@ -136,6 +143,26 @@ class Supervisor(SatelliteActor):
         elif isinstance(msg, Shutdown):
             self.shutdown_to = sender
             self.apply(self.core.shutdown(now))
+
+    def refuse_worker(self, args: dict) -> None:
+        if "connect" in args and self.notify and self.context.get(self.notify):
+            # A dial we will not make: for Membership, a peer that could not be reached.
+            self.send(self.context[self.notify], PeerGone(args["connect"], None))
+        fd = args.get("fd")
+        if fd is not None:
+            try:
+                os.close(fd.detach())  # the connection we will not serve
+            except OSError:
+                pass
+        now = time.monotonic()
+        if now - self.refused_logged > 5:  # one line per burst, not one per connection
+            self.refused_logged = now
+            logger.warning(
+                "[{}] {}: {} connections already; refusing more",
+                self.node_id,
+                self.role,
+                self.max_children,
+            )
 
     def apply(self, effects: list) -> None:
         for effect in effects:

@@ -91,7 +91,7 @@ def node_tree(config: dict[str, Any]) -> dict:
                 "peer_workers",
                 {"strategy": "simple_one_for_one", "intensity": 1000, "period": 1.0},
                 [worker("peer_worker", "actors.overlay.PeerWorker", restart="temporary")],
-                {"notify": "membership"},
+                {"notify": "membership", "max_children": config.get("max_peers", 32)},
             ),
             worker(
                 "peer_listener",
@@ -103,7 +103,7 @@ def node_tree(config: dict[str, Any]) -> dict:
                 "client_workers",
                 {"strategy": "simple_one_for_one", "intensity": 1000, "period": 1.0},
                 [worker("client_worker", "actors.client.ClientWorker", restart="temporary")],
-                {"notify": "gossip"},
+                {"notify": "gossip", "max_children": config.get("max_clients", 32)},
             ),
             worker(
                 "client_gateway",
