@@ -40,7 +40,18 @@ SETTINGS = (
     "http",
     "key_file",
     "insecure",
+    "max_peers",
+    "max_clients",
+    "max_frame",
+    "send_buffer",
 )
+# Limits that bound what one connection, or a flood of them, can cost (issue 7).
+LIMITS = {
+    "max_peers": (32, 1, 1024, "peer connections at once"),
+    "max_clients": (32, 1, 1024, "client connections at once"),
+    "max_frame": (1 << 20, 1024, 16 << 20, "bytes in one frame"),
+    "send_buffer": (4 << 20, 64 << 10, 256 << 20, "bytes queued for one slow connection"),
+}
 
 
 class ConfigError(Exception):
@@ -114,6 +125,10 @@ def parser() -> argparse.ArgumentParser:
         help="listen on a non-loopback address without a cluster key (anyone on the "
         "network can then join, read and switch everything)",
     )
+    for name, (default, _low, _high, what) in LIMITS.items():
+        p.add_argument(
+            f"--{name.replace('_', '-')}", type=int, help=f"at most this many {what} ({default})"
+        )
     p.add_argument("--config", help="a TOML file with the same settings (flags win)")
     return p
 
@@ -221,7 +236,15 @@ def load_config(argv: list[str] | None) -> dict[str, Any]:
                     "pass --key-file FILE (make one with `satellite keygen`), "
                     "or bind to 127.0.0.1, or accept the risk with --insecure"
                 )
+    limits = {}
+    for name, (default, low, high, _what) in LIMITS.items():
+        value = settings.get(name, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag}: {value!r} is not a whole number in {low}..{high}")
+        limits[name] = value
     return {
+        **limits,
         "keyring": keyring,
         "insecure": insecure,
         "http": http,
@@ -351,7 +374,12 @@ def run(config: dict[str, Any]) -> int:
         hello = wire.encode(
             link.Hello(link.PROTOCOL_VERSION, config["node_id"], config["peer"], incarnation)
         )
-        context = {"peer": config["peer"], "hello": hello, "keyring": config["keyring"]}
+        context = {
+            "peer": config["peer"],
+            "hello": hello,
+            "keyring": config["keyring"],
+            "limits": {k: config[k] for k in ("max_frame", "send_buffer")},
+        }
         args = dict(spec["args"], child_id="node_sup")
         init = Init(config["node_id"], "Supervisor:node_sup", args, context)
         started = system.ask(top, init, 10)

@@ -58,7 +58,9 @@ class Connection(SatelliteActor):
 
     def init(self, args: dict) -> None:
         self.sock: socket.socket | None = None
-        self.decoder = wire.FrameDecoder()
+        limits = self.context.get("limits") or {}
+        self.decoder = wire.FrameDecoder(limits.get("max_frame", wire.MAX_FRAME))
+        self.send_buffer = limits.get("send_buffer", SEND_QUEUE_MAX)
         self.outbox = bytearray()
         self.flush_armed = False
         self.closing = False
@@ -201,7 +203,7 @@ class Connection(SatelliteActor):
             return
         if self.keyring:
             if self.channel is None:
-                if len(self.held) + len(frames) > SEND_QUEUE_MAX:
+                if len(self.held) + len(frames) > self.send_buffer:
                     self.close("send queue full before the handshake ended")
                     return
                 self.held += frames
@@ -212,7 +214,7 @@ class Connection(SatelliteActor):
     def send_raw(self, data: bytes) -> None:
         if self.sock is None or not data:
             return
-        if len(self.outbox) + len(data) > SEND_QUEUE_MAX:
+        if len(self.outbox) + len(data) > self.send_buffer:
             self.close("send queue full: the other end does not read")
             return
         self.outbox += data

@@ -195,3 +195,25 @@ def test_bad_input_on_both_ports_closes_connections_and_hurts_nobody(office):
     )
     log = target.log.read_text()
     assert "Traceback" not in log
+
+
+def test_the_connection_limits_are_settings(tmp_path):
+    from bench.cluster import Node, free_port_block
+    from satellite import Antenna, AntennaError
+
+    node = Node("limits", free_port_block(1), tmp_path / "limits", [], ("--max-clients", "2"))
+    node.start()
+    try:
+        node.wait_up()
+        # (The slot of wait_up's own client frees as soon as the node sees it leave.)
+        first = wait_for(lambda: node.antenna().connect(), 10, "a first client")
+        second = wait_for(lambda: node.antenna().connect(), 10, "a second client")
+        # Held by two clients: a third connection is closed unserved.
+        with pytest.raises(AntennaError):
+            Antenna("127.0.0.1", node.client_port, timeout=3).members()
+        assert first.members() and second.members()
+        first.close()
+        wait_for(lambda: node.antenna().members(), 10, "a free slot once one client left")
+        second.close()
+    finally:
+        node.kill()
