@@ -36,7 +36,8 @@ class Dashboard(SatelliteActor):
         self.done = threading.Event()  # set by stopping(): from then on, exits are normal
         self.hub = Hub()
         self.hub.down = f"connecting to the node's client port {host}:{port}"
-        self.antenna = Antenna(host, port, client=f"dashboard@{self.node_id}")
+        keyring = self.context.get("keyring") or None  # the node's own key, if it has one
+        self.antenna = Antenna(host, port, client=f"dashboard@{self.node_id}", key=keyring)
         self.antenna.on("data")(self.hub.publish)
         self.loop: asyncio.AbstractEventLoop | None = None
         # The server thread's first news: None once it listens, else why it cannot.

@@ -152,3 +152,25 @@ def test_protected_mode_refuses_the_open_network_without_a_key(tmp_path):
         timeout=30,
     )
     assert proc.returncode == 2 and "--key-file" in proc.stderr and "--insecure" in proc.stderr
+
+
+def test_the_dashboard_of_a_keyed_node_holds_the_key(tmp_path):
+    import urllib.request
+
+    from bench.cluster import Node
+
+    kf = key_file(tmp_path / "k", os.urandom(32))
+    base = free_port_block(1)
+    http = base + 3000  # (peer + 1000 is the client port, + 20000 the admin port)
+    node = Node("keyd", base, tmp_path / "keyd", [], ("--key-file", str(kf), "--http", str(http)))
+    node.start()
+    try:
+        node.wait_up()
+
+        def healthy() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz", timeout=3) as r:
+                return r.status == 200
+
+        wait_for(healthy, 20, "the dashboard attached to its keyed node")
+    finally:
+        node.kill()
