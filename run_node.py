@@ -93,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-json", action="store_true", default=None, help="log JSON lines")
     p.add_argument(
         "--sensor",
-        help="none, sim, sim:<celsius>, tmp102@<bus>:<addr>, "
+        help="none, sim, sim:<celsius> (constant), sim~<celsius> (drifting), tmp102@<bus>:<addr>, "
         "mcp9808@<bus>:<addr> or bme280@<bus>:<addr> (default sim)",
     )
     p.add_argument("--read-interval", type=float, help="seconds between readings (default 5)")

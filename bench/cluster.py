@@ -47,6 +47,9 @@ def ports_free(ports: Iterable[int]) -> bool:
 
 def _free(port: int) -> bool:
     with socket.socket() as s:
+        # As the nodes' listeners and Thespian bind: a port whose last connections linger
+        # in TIME_WAIT (a node just stopped) is free to them, one still listening is not.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True

@@ -9,10 +9,12 @@ from sensors.base import Reading
 
 DAY_S = 86400.0
 STEP_S = 60.0  # simulated seconds per read() when no ``now`` is given
+BASE_C = 22.0  # the drifting office's daily mean temperature, unless told otherwise
 
 
 class SimulatedSensor:
-    """Constant ``celsius`` if given, else a slowly drifting office climate.
+    """Constant ``celsius`` if given, else a slowly drifting office climate around
+    ``base`` degC (so simulated rooms can differ: a sunny corner, a cold meeting room).
 
     The drift is a daily cycle (warmest mid-afternoon) plus a mean-reverting random walk
     (Ornstein-Uhlenbeck) driven only by ``rng``; time comes from ``read(now=...)`` in seconds,
@@ -20,10 +22,18 @@ class SimulatedSensor:
     Without an ``rng`` the sensor makes its own private, unseeded ``random.Random``.
     """
 
-    def __init__(self, celsius: float | None = None, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        celsius: float | None = None,
+        rng: random.Random | None = None,
+        base: float = BASE_C,
+    ) -> None:
         if celsius is not None and not math.isfinite(celsius):
             raise ValueError(f"simulated celsius {celsius!r} is not a finite number")
+        if not math.isfinite(base):
+            raise ValueError(f"simulated base {base!r} is not a finite number")
         self.celsius = celsius
+        self.base = base
         self._rng = rng if rng is not None else random.Random()
         self._t: float | None = None
         self._calls = 0
@@ -49,7 +59,7 @@ class SimulatedSensor:
         self._dh = self._walk(self._dh, dt, tau=3600.0, sigma=3.0, bound=10.0)
         self._dp = self._walk(self._dp, dt, tau=6 * 3600.0, sigma=6.0, bound=25.0)
         phase = 2.0 * math.pi * ((t % DAY_S) - 9 * 3600.0) / DAY_S  # peak at 15:00
-        temperature = 22.0 + 1.5 * math.sin(phase) + self._dt
+        temperature = self.base + 1.5 * math.sin(phase) + self._dt
         humidity = 45.0 - 5.0 * math.sin(phase) + self._dh  # drier when warmer
         pressure = 1013.25 + self._dp
         return Reading(

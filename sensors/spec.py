@@ -18,21 +18,24 @@ from sensors.simulated import SimulatedSensor
 from sensors.tmp102 import TMP102
 
 DRIVERS: dict[str, type[I2CDevice]] = {"tmp102": TMP102, "mcp9808": MCP9808, "bme280": BME280}
-SPEC_HELP = "none, sim, sim:<celsius>, or {tmp102,mcp9808,bme280}@<bus>:<addr>"
+SPEC_HELP = "none, sim, sim:<celsius>, sim~<celsius>, or {tmp102,mcp9808,bme280}@<bus>:<addr>"
 _I2C = re.compile(r"^(?P<kind>[a-z0-9]+)@(?P<bus>[^:]*):(?P<addr>.*)$")
 
 
 @dataclass(frozen=True, slots=True)
 class SensorSpec:
     kind: str  # "none", "sim", "tmp102", "mcp9808" or "bme280"
-    celsius: float | None = None  # sim only
+    celsius: float | None = None  # sim only: a constant reading
     bus: int | None = None  # I2C bus number, e.g. 1 for /dev/i2c-1
     address: int | None = None  # 7-bit I2C address
+    base: float | None = None  # sim only: drift around this daily mean (None: the default)
 
     def __str__(self) -> str:
         """The spec in command-line form (parses back to an equal SensorSpec)."""
         if self.kind == "sim" and self.celsius is not None:
             return f"sim:{self.celsius!r}"
+        if self.kind == "sim" and self.base is not None:
+            return f"sim~{self.base!r}"
         if self.kind in DRIVERS:
             return f"{self.kind}@{self.bus}:0x{self.address:02x}"
         return self.kind
@@ -43,13 +46,14 @@ def _bad(text: str, why: str) -> ValueError:
 
 
 def parse_sensor_spec(text: str) -> SensorSpec:
-    """Parse ``none|sim|sim:<celsius>|<driver>@<bus>:<addr>`` (addr decimal or 0x hex)."""
+    """Parse ``none|sim|sim:<celsius>|sim~<celsius>|<driver>@<bus>:<addr>`` (addr decimal
+    or 0x hex). ``sim:21`` reads a constant 21 degC; ``sim~21`` drifts around 21 degC."""
     value = text.strip().lower()
     if value == "none":
         return SensorSpec("none")
     if value == "sim":
         return SensorSpec("sim")
-    if value.startswith("sim:"):
+    if value[:4] in ("sim:", "sim~"):
         raw = value[4:]
         try:
             celsius = float(raw)
@@ -57,6 +61,8 @@ def parse_sensor_spec(text: str) -> SensorSpec:
             raise _bad(text, f"celsius {raw!r} is not a number") from None
         if not math.isfinite(celsius) or not -273.15 <= celsius <= 1000.0:
             raise _bad(text, f"celsius {raw!r} is not a plausible temperature")
+        if value[3] == "~":
+            return SensorSpec("sim", base=celsius)
         return SensorSpec("sim", celsius=celsius)
     m = _I2C.match(value)
     if m is None:
@@ -92,6 +98,8 @@ def open_sensor(
     if spec.kind == "none":
         return None
     if spec.kind == "sim":
+        if spec.base is not None:
+            return SimulatedSensor(rng=rng, base=spec.base)
         return SimulatedSensor(spec.celsius, rng=rng)
     driver = DRIVERS[spec.kind]
     try:

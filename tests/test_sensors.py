@@ -453,6 +453,8 @@ def test_bme280_measurement_timeout() -> None:
         ("sim", SensorSpec("sim")),
         ("sim:26.5", SensorSpec("sim", celsius=26.5)),
         ("sim:-3", SensorSpec("sim", celsius=-3.0)),
+        ("sim~20.5", SensorSpec("sim", base=20.5)),
+        (" SIM~-4 ", SensorSpec("sim", base=-4.0)),
         ("tmp102@1:0x48", SensorSpec("tmp102", bus=1, address=0x48)),
         ("TMP102@1:0X4b", SensorSpec("tmp102", bus=1, address=0x4B)),
         ("tmp102@0:72", SensorSpec("tmp102", bus=0, address=72)),
@@ -478,6 +480,10 @@ def test_parse_sensor_spec_valid(text: str, spec: SensorSpec) -> None:
         ("sim:nan", "plausible"),
         ("sim:inf", "plausible"),
         ("sim:-300", "plausible"),
+        ("sim~", "not a number"),
+        ("sim~warm", "not a number"),
+        ("sim~nan", "plausible"),
+        ("sim~:20", "not a number"),
         ("tmp102", "unrecognised"),
         ("tmp102@1", "unrecognised"),
         ("tmp102@:0x48", "bus"),
@@ -563,6 +569,22 @@ def test_simulated_is_plausible_and_drifts_slowly() -> None:
     afternoon = sum(temps[14 * 60 : 16 * 60]) / 120
     night = sum(temps[2 * 60 : 4 * 60]) / 120
     assert afternoon > night
+
+
+def test_simulated_drifts_around_its_base() -> None:
+    # Same seed, different base: the very same walk, shifted (rooms at different temperatures).
+    warm = SimulatedSensor(rng=random.Random(5))
+    cold = SimulatedSensor(rng=random.Random(5), base=19.0)
+    for i in range(200):
+        a, b = warm.read(now=i * 60.0), cold.read(now=i * 60.0)
+        assert a.temperature - b.temperature == pytest.approx(3.0, abs=0.011)
+        assert (a.humidity, a.pressure) == (b.humidity, b.pressure)
+    temps = [cold.read().temperature for _ in range(100)]
+    assert len(set(temps)) > 10  # it moves, reading after reading
+    sensor = open_sensor("sim~19.5", rng=random.Random(5))
+    assert isinstance(sensor, SimulatedSensor) and sensor.celsius is None and sensor.base == 19.5
+    with pytest.raises(ValueError):
+        SimulatedSensor(base=float("inf"))
 
 
 def test_simulated_call_count_clock() -> None:
