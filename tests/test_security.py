@@ -174,3 +174,42 @@ def test_the_dashboard_of_a_keyed_node_holds_the_key(tmp_path):
         wait_for(healthy, 20, "the dashboard attached to its keyed node")
     finally:
         node.kill()
+
+
+def test_on_the_open_network_only_the_client_and_http_ports_listen_beyond_loopback(tmp_path):
+    import psutil
+
+    from bench.cluster import Node
+
+    kf = key_file(tmp_path / "k", os.urandom(32))
+    base = free_port_block(1)
+    http = base + 3000
+    node = Node(
+        "open",
+        base,
+        tmp_path / "open",
+        [],
+        ("--key-file", str(kf), "--client", f"0.0.0.0:{base + 1000}", "--http", f"0.0.0.0:{http}"),
+    )
+    node.start()  # (its peer port stays on 127.0.0.1: Node binds it there)
+    try:
+        node.wait_up()
+        wait_for(lambda: any(c.laddr.port == http for c in _listening(node)), 20, "the dashboard")
+        public = {(c.laddr.ip, c.laddr.port) for c in _listening(node) if c.laddr.ip != "127.0.0.1"}
+        assert {port for _, port in public} == {node.client_port, http}
+        private = [c for c in _listening(node) if c.laddr.ip == "127.0.0.1"]
+        assert private, "Thespian's own sockets, all on loopback"
+        assert all(psutil.pid_exists(c.pid) for c in private)
+    finally:
+        node.kill()
+
+
+def _listening(node) -> list:
+    import psutil
+
+    pids = node.pids()
+    return [
+        c
+        for c in psutil.net_connections("inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    ]
