@@ -9,6 +9,7 @@ gets one log line here and a closed connection, never a hang.
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Any
 
 import msgpack
@@ -39,7 +40,14 @@ REQUESTS = {
 
 
 class ClientWorker(Connection):
-    keepalive = 30.0  # clients may be idle; TCP tells us when they go
+    # A client that only listens sends nothing: we ping it instead of expecting its
+    # pings, and a dead one shows as a failed write (or TCP's own timeout).
+    keepalive = 30.0
+    quiet_ok = True
+
+    def on_idle(self) -> None:
+        if self.greeted and time.monotonic() - self.last_tx >= self.keepalive:
+            self.write(wire.encode(link.Ping()))
 
     def init(self, args: dict) -> None:
         self.greeted = False

@@ -55,6 +55,7 @@ class Connection(SatelliteActor):
     """Base of the per-connection workers."""
 
     keepalive = 1.0  # seconds between pings on an idle link; 3 missed = dead
+    quiet_ok = False  # True: the other side may stay silent (a listening client)
 
     def init(self, args: dict) -> None:
         self.sock: socket.socket | None = None
@@ -135,7 +136,7 @@ class Connection(SatelliteActor):
             elif msg.payload == "greeting" and self.sock is not None and not self.greeted:
                 self.close(f"no hello within {GREETING_TIMEOUT:.0f} s", bad=True)
             elif msg.payload == "keepalive" and self.sock is not None:
-                if time.monotonic() - self.last_rx > 3 * self.keepalive:
+                if not self.quiet_ok and time.monotonic() - self.last_rx > 3 * self.keepalive:
                     self.close("no keepalive for %.0f s" % (3 * self.keepalive))
                     return
                 since = self.partial_since

@@ -237,6 +237,8 @@ def test_ports_default_fallback_and_explicit() -> None:
     base = free_port_block(2)
     assert demo.choose_ports(2, base) == (base, base + 1000, None)
     with socket.socket() as held:
+        # (As free_port_block checks: a port lingering in TIME_WAIT counts as free.)
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         held.bind(("127.0.0.1", base + ADMIN_OFFSET + 1))  # one admin port taken
         held.listen()
         with pytest.raises(demo.DemoError, match="taken"):
