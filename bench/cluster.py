@@ -290,20 +290,33 @@ def views(nodes: list[Node]) -> dict[str, list[str]]:
     return out
 
 
+def connected(views: dict[str, Iterable[str]]) -> bool:
+    """Whether every node reaches every other over active links taken either way (links
+    to nodes not in ``views`` are ignored)."""
+    links: dict[str, set[str]] = {p: set() for p in views}
+    for p, qs in views.items():
+        for q in qs:
+            if q in links:
+                links[p].add(q)
+                links[q].add(p)
+    if not links:
+        return True
+    start = next(iter(links))
+    seen, todo = {start}, [start]
+    while todo:
+        for q in links[todo.pop()] - seen:
+            seen.add(q)
+            todo.append(q)
+    return len(seen) == len(links)
+
+
 def whole_and_symmetric(nodes: list[Node]) -> bool:
     v = views(nodes)
     if any(q not in v for qs in v.values() for q in qs):
         return False  # a link to a node that is not among the living
     if not all(p in v[q] for p, qs in v.items() for q in qs):
         return False
-    start = next(iter(v))
-    seen, todo = {start}, [start]
-    while todo:
-        for q in v[todo.pop()]:
-            if q not in seen:
-                seen.add(q)
-                todo.append(q)
-    return len(seen) == len(v)
+    return connected(v)
 
 
 def find(tree: dict, child_id: str) -> dict | None:

@@ -1,0 +1,197 @@
+"""bench/compare.py and bench/throughput.py: arguments, budgets and tables on made-up
+figures (nothing is started or timed here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import compare, throughput
+
+MACHINE = {
+    "cpu": "Test CPU",
+    "cpus": 2,
+    "python": "3.11.7",
+    "kernel": "6.1",
+    "memory_gib": 4.0,
+    "date": "2026-11-24 12:00:00 UTC",
+    "command": "python bench/compare.py",
+    "load_average": [0.5, 0.4, 0.3],
+}
+
+
+def ours(**over) -> dict:
+    base = {
+        "nodes": 10,
+        "events": 30,
+        "flags": "--sensor none --network-scan none",
+        "rate_per_s": 20.0,
+        "delivered": 300,
+        "expected": 300,
+        "delivered_ratio": 1.0,
+        "duplicates": 0,
+        "time_to_all_ms": {"p50": 5.0, "p99": 9.0, "max": 9.5},
+        "pss_mib_mean": 50.0,
+        "pss_mib_max": 60.0,
+        "pss_mib_max_with_5_links": 58.0,
+        "idle_cpu_percent_mean": 0.4,
+        "idle_cpu_percent_max": 0.6,
+        "idle_cpu_seconds": 10.0,
+        "links": {"a": 5, "b": 5},
+    }
+    base.update(over)
+    return base
+
+
+def peer(name: str, p50: float) -> dict:
+    return {
+        "peer": name,
+        "nodes": 10,
+        "events": 30,
+        "delivered_ratio": 1.0,
+        "time_to_all_ms": {"p50": p50, "p99": p50 * 2, "max": p50 * 3},
+        "rss_mib_per_member": 14.4,
+        "command": f"python peers.py {name} --nodes 10 --events 30",
+    }
+
+
+def result(our: dict, peers: dict, idle: dict | None = None) -> dict:
+    r = {"machine": MACHINE, "ours": our, "peers": peers, "peers_idle": idle or {}}
+    r["load_average_end"] = [0.6, 0.4, 0.3]
+    r["budgets"] = compare.budgets(r)
+    return r
+
+
+def test_compare_arguments() -> None:
+    args = compare.parse_args([])
+    assert (args.nodes, args.events, args.rate, args.idle) == (10, 30, 20.0, 10.0)
+    assert args.peers == ["serf", "mosquitto"]
+    assert compare.parse_args(["--nodes", "30", "--peers", "none"]).peers == []
+    assert compare.parse_args(["--peers", "mosquitto,serf"]).peers == ["serf", "mosquitto"]
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--peers", "zeromq"])
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--nodes", "1"])
+
+
+def test_budgets_pass_and_fail() -> None:
+    r = result(ours(), {"serf": peer("serf", 374.0), "mosquitto": peer("mosquitto", 1.2)})
+    marks = [b["ok"] for b in r["budgets"]]
+    assert marks == [True, True, True, True, True]  # 74.8x Serf, 4.2x Mosquitto, ...
+    slow = ours(
+        time_to_all_ms={"p50": 100.0, "p99": 200.0, "max": 300.0},
+        delivered=299,
+        delivered_ratio=0.9967,
+        pss_mib_max_with_5_links=80.0,
+        idle_cpu_percent_max=2.0,
+    )
+    r = result(slow, {"serf": peer("serf", 374.0), "mosquitto": peer("mosquitto", 1.2)})
+    assert [b["ok"] for b in r["budgets"]] == [False, False, False, False, False]
+
+
+def test_table_with_a_skipped_peer() -> None:
+    skipped = {"peer": "serf", "skipped": "serf is not installed: apt-get install serf"}
+    idle = {"mosquitto": {"idle_cpu_percent_per_process": 0.0, "pss_mib_per_process": 3.4}}
+    r = result(ours(), {"serf": skipped, "mosquitto": peer("mosquitto", 1.2)}, idle)
+    text = compare.render(r)
+    assert "apt-get install serf" in text
+    assert "| time-to-all p50 | 5.00 ms | skipped | 1.20 ms | n/a | 4.2x slower |" in text
+    assert "theirs 0: ours more" in text  # the broker's idle CPU was 0
+    assert "**n/a** time-to-all median >= 50x faster than Serf's" in text
+    assert "**PASS** time-to-all median <= 5x Mosquitto's" in text
+    header = next(line for line in text.splitlines() if line.startswith("|  |"))
+    assert header.count("|") == 7  # what, ours, 2 peers, 2 ratios
+
+
+def test_missing_tools_name_their_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compare.shutil, "which", lambda name: None)
+    assert "apt-get install serf" in compare.missing("serf")
+    assert "apt-get install mosquitto" in compare.missing("mosquitto")
+
+
+def test_arrivals_and_percentiles() -> None:
+    arrivals = compare.Arrivals(2)
+    arrivals.seen = {0: {0: 1.010, 1: 1.020}, 1: {0: 2.005}}
+    arrivals.record(1, 1)
+    arrivals.record(1, 1)  # a duplicate
+    summary = arrivals.summary({0: 1.0, 1: 2.0})
+    assert summary["delivered"] == 4 and summary["duplicates"] == 1
+    assert summary["time_to_all_ms"]["p50"] == pytest.approx(20.0)
+    assert compare.percentile([1, 2, 3, 4], 0.5) == 3  # peers.py's nearest rank
+    assert compare.percentile([], 0.5) is None
+
+
+def step(rate: float, lost: int, achieved: float | None = None) -> dict:
+    return {
+        "name": f"r{rate:g}",
+        "rate_asked": rate,
+        "rate_achieved": achieved if achieved is not None else rate,
+        "events": int(rate * 30),
+        "lost_pairs": lost,
+        "time_to_all_ms": {"p50": 10.0, "p99": 20.0, "max": 30.0},
+        "node_cpu_percent_mean": 20.0,
+        "node_cpu_percent_max": 30.0,
+        "benchmark_cpu_percent": 15.0,
+        "sustained": lost == 0,
+        "peer_messages_per_event": {"gossip": 9.0, "ihave": 32.0},
+        "office_cpu_percent_by_role": {"Gossip": 100.0},
+        "publish_errors": 0,
+        "publish_error_sample": [],
+        "publish_late_s_max": 0.01,
+    }
+
+
+def test_throughput_arguments() -> None:
+    args = throughput.parse_args([])
+    assert args.rates == [100, 200, 300, 400, 600, 800]
+    assert (args.nodes, args.duration, args.drain, args.targets, args.clients) == (
+        10,
+        30.0,
+        10.0,
+        20,
+        10,
+    )
+    assert throughput.parse_args(["--rates", "50, 75"]).rates == [50.0, 75.0]
+    for bad in (["--rates", "fast"], ["--rates", "0"], ["--clients", "0"]):
+        with pytest.raises(SystemExit):
+            throughput.parse_args(bad)
+
+
+def test_throughput_budgets_and_table() -> None:
+    run = {
+        "start_together_s": {"median": 3.0, "max": 4.0},
+        "office_state": {"targets": 20, "readings": 10},
+        "join": {
+            "start_to_client_port_s": 1.5,
+            "client_port_to_full_state_s": 0.4,
+            "start_to_full_state_s": 1.9,
+        },
+        "steps": [step(100, 0), step(200, 0), step(300, 0), step(400, 7)],
+    }
+    marks = [b["ok"] for b in throughput.budgets(run, 10, 30.0)]
+    assert marks == [True, True]
+    assert throughput.budgets(run, 10, 5.0)[0]["ok"] is False  # too short to count
+    run["steps"] = run["steps"][:1] + [step(200, 3)]
+    run["join"]["client_port_to_full_state_s"] = 2.5
+    budgets = throughput.budgets(run, 10, 30.0)
+    assert [b["ok"] for b in budgets] == [False, False]
+    assert "highest sustained: 100 events/s" in budgets[0]["figure"]
+    settings = {"nodes": 10, "duration": 30.0, "drain": 10.0}
+    text = throughput.render(
+        {"machine": MACHINE, "settings": settings, "run": run, "budgets": budgets}
+    )
+    assert "| 200 | 200 | 6000 | 3 | 10.0 / 20.0 / 30.0 | 20.0 / 30.0 | 15.0 | NO |" in text
+    assert "**FAIL** a new node has the full office state within 2 s" in text
+
+
+def test_throughput_nothing_measured() -> None:
+    budgets = throughput.budgets({"error": "boom"}, 10, 30.0)
+    assert [b["ok"] for b in budgets] == [None, None]
+    text = throughput.render(
+        {
+            "machine": MACHINE,
+            "settings": {"nodes": 10, "duration": 30.0, "drain": 10.0},
+            "run": {"error": "boom"},
+            "budgets": budgets,
+        }
+    )
+    assert "ERROR: boom" in text and "not measured" in text
