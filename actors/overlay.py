@@ -188,6 +188,7 @@ class Membership(SatelliteActor):
         self.names: dict[str, str] = {}  # peer -> node id, from its Hello
         self.outbox: dict[str, bytearray] = {}  # frames for peers we are connecting to
         self.dialled: set[str] = set()  # outbox peers a worker was asked to dial
+        self.one_shot: set[str] = set()  # outbox peers whose connection closes once written
         self.dialer_seen = str(self.context.get("peer_workers"))
         self.counters: Counter = Counter()
         self.members_told: list | None = None  # what State last heard
@@ -336,8 +337,10 @@ class Membership(SatelliteActor):
                 self.send(msg.worker, self.faults)
         pending = self.outbox.pop(peer, None)
         self.dialled.discard(peer)
+        one_shot = peer in self.one_shot and not self.hv.depends_on(peer)
+        self.one_shot.discard(peer)
         if pending:
-            self.send(workers[0], SendFrames(bytes(pending)))
+            self.send(workers[0], SendFrames(bytes(pending), close=one_shot))
         if peer in self.hv.active_view:
             self._tell_link(peer, workers[0])
 
@@ -358,6 +361,7 @@ class Membership(SatelliteActor):
                 self._tell_link(msg.peer, workers[0])
             return
         self.workers.pop(msg.peer, None)
+        self.one_shot.discard(msg.peer)
         dialling = self.outbox.pop(msg.peer, None) is not None
         self.dialled.discard(msg.peer)
         if dialling or self.hv.depends_on(msg.peer):
@@ -368,7 +372,11 @@ class Membership(SatelliteActor):
         for effect in effects:
             kind = type(effect)
             if kind is Send:
-                self._send(effect.peer, wire.encode(effect.message))
+                # A message to a peer that is neither a neighbour nor being asked to become
+                # one (a SHUFFLE reply, a refusal) goes over a temporary connection, as the
+                # paper has it: closed once written, or links would pile up with shuffles.
+                one_shot = not self.hv.depends_on(effect.peer)
+                self._send(effect.peer, wire.encode(effect.message), one_shot)
             elif kind is SetTimer:
                 self.wakeupAfter(timer_delay(effect), payload=effect.timer)
             elif kind is CloseLink:
@@ -381,21 +389,25 @@ class Membership(SatelliteActor):
             elif kind is NeighborDown:
                 self._tell_link(effect.peer, None)
 
-    def _send(self, peer: str, frame: bytes) -> None:
+    def _send(self, peer: str, frame: bytes, one_shot: bool = False) -> None:
         if peer in self.blocked:
             self.send(self.myAddress, Unreachable(peer))
             return
         workers = self.workers.get(peer)
         if workers:
-            self.send(workers[0], SendFrames(frame))
+            self.send(workers[0], SendFrames(frame, close=one_shot))
             return
         pending = self.outbox.get(peer)
         if pending is None:
             # No connection yet: dial one; the frames wait for its Hello.
             self.outbox[peer] = bytearray(frame)
+            if one_shot:
+                self.one_shot.add(peer)
             self._dial(peer)
         elif len(pending) < (1 << 20):
             pending += frame
+            if not one_shot:
+                self.one_shot.discard(peer)
 
     def _dial(self, peer: str) -> None:
         dialer = self.context.get("peer_workers")
@@ -498,16 +510,29 @@ class Gossip(SatelliteActor):
 
     def apply(self, effects: list) -> None:
         count_messages(self.counters, "plumtree", effects)
+        # One actor message per connection for this whole step, and a message pushed to
+        # several peers is encoded once: actor hops are what a broadcast costs here.
+        batches: dict[str, tuple[Any, bytearray]] = {}
+        encoded: dict[int, bytes] = {}
         for effect in effects:
             kind = type(effect)
             if kind is Send:
                 worker = self.links.get(effect.peer)
                 if worker is not None:
-                    self.send(worker, SendFrames(wire.encode(effect.message)))
+                    frame = encoded.get(id(effect.message))
+                    if frame is None:
+                        frame = encoded[id(effect.message)] = wire.encode(effect.message)
+                    batch = batches.get(effect.peer)
+                    if batch is None:
+                        batches[effect.peer] = (worker, bytearray(frame))
+                    else:
+                        batch[1].extend(frame)
             elif kind is SetTimer:
                 self.wakeupAfter(timer_delay(effect), payload=effect.timer)
             elif kind is Deliver:
                 self.deliver(effect)
+        for worker, frames in batches.values():
+            self.send(worker, SendFrames(bytes(frames)))
 
     def deliver(self, effect: Deliver) -> None:
         self.counters["plumtree_delivered"] += 1
@@ -551,6 +576,10 @@ class Gossip(SatelliteActor):
 
 class PeerWorker(Connection):
     """One TCP connection to another node."""
+
+    # A ping every 3 s on an idle link, dead after 9 s of silence. A crashed node's links
+    # break at once (its kernel closes them); this is for a Pi that lost power or network.
+    keepalive = 3.0
 
     def connected(self) -> None:
         # Both ends introduce themselves at once.

@@ -64,6 +64,8 @@ DATA_EVERY = 0.5  # at most this often a "data" event to the clients
 # per move would feed the very churn it reports.
 NODE_ENTRY_DELAY = 1.0
 NODE_ENTRY_EVERY = 10.0
+# A change of the eager set alone waits longer: an idle office must go quiet.
+NODE_EAGER_EVERY = 60.0
 
 
 class SetTargetRequest:
@@ -103,6 +105,7 @@ class State(SatelliteActor):
         self.data_wanted = False  # does any client of this node follow "data"?
         self.data_sent = 0.0  # monotonic time of the last "data" event
         self.entry_timer = False  # a "node" wakeup is pending
+        self.entry_due = 0.0  # when it fires (monotonic)
         self.entry_written = -NODE_ENTRY_EVERY  # monotonic time of the last write
         self.wakeupAfter(timedelta(seconds=ANTI_ENTROPY * (0.5 + self.rng.random())), "ae")
         self.wakeupAfter(timedelta(seconds=self.prune_every()), "prune")
@@ -144,7 +147,7 @@ class State(SatelliteActor):
         elif isinstance(msg, EagerPeers):
             if msg.peers != self.eager_peers:
                 self.eager_peers = msg.peers
-                self.node_entry_soon()
+                self.node_entry_soon(NODE_EAGER_EVERY)
             if msg.data_wanted and not self.data_wanted:
                 self.data_changed()
             self.data_wanted = msg.data_wanted
@@ -164,9 +167,10 @@ class State(SatelliteActor):
         elif what == "data":
             self.data_timer = False
             self.send_data()
-        elif what == "node":
-            self.entry_timer = False
-            self.write_node_entry()
+        elif isinstance(what, tuple) and what[0] == "node":
+            if self.entry_timer and what[1] == self.entry_due:  # not one brought forward
+                self.entry_timer = False
+                self.write_node_entry()
         elif what == "prune":
             self.prune_departed()
             self.write_node_entry()  # a refresh, when a third of prune_after has passed
@@ -225,12 +229,17 @@ class State(SatelliteActor):
 
     # -- this node's own entries ------------------------------------------------------------
 
-    def node_entry_soon(self) -> None:
-        if not self.entry_timer:
-            self.entry_timer = True
-            since = time.monotonic() - self.entry_written
-            wait = max(NODE_ENTRY_DELAY, NODE_ENTRY_EVERY - since)
-            self.wakeupAfter(timedelta(seconds=wait), "node")
+    def node_entry_soon(self, every: float = NODE_ENTRY_EVERY) -> None:
+        """Write our entry soon, but not sooner than ``every`` after the last write. A
+        pending write for an eager-set change is brought forward by a link change."""
+        since = time.monotonic() - self.entry_written
+        wait = max(NODE_ENTRY_DELAY, every - since)
+        due = time.monotonic() + wait
+        if self.entry_timer and self.entry_due <= due:
+            return
+        self.entry_timer = True
+        self.entry_due = due
+        self.wakeupAfter(timedelta(seconds=wait), ("node", due))
 
     def write_node_entry(self) -> None:
         """Our addresses and overlay links, for whoever draws the office; rewritten when

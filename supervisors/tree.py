@@ -4,6 +4,8 @@
     ├── membership        permanent   HyParView, and which connection reaches which peer
     ├── gossip            permanent   Plumtree, and who among the clients wants what
     ├── state             permanent   the office state, reloaded from SQLite on every start
+    ├── network_scanner   permanent   reads the ARP table (not with --network-scan none)
+    ├── sensor            permanent   reads the temperature sensor (not with --sensor none)
     ├── peer_workers      supervisor  simple_one_for_one: one PeerWorker per TCP link (temporary)
     ├── peer_listener     permanent   accepts on the peer port
     ├── client_workers    supervisor  simple_one_for_one: one ClientWorker per Antenna (temporary)
@@ -77,15 +79,28 @@ def node_tree(config: dict[str, Any]) -> dict:
                     "http": config.get("http"),
                 },
             ),
-            worker(
-                "network_scanner",
-                "actors.sensing.NetworkScanner",
-                {"scan": config["network_scan"], "interval": config["read_interval"]},
+            # A process each, so only when there is something to read (not with "none").
+            *(
+                [
+                    worker(
+                        "network_scanner",
+                        "actors.sensing.NetworkScanner",
+                        {"scan": config["network_scan"], "interval": config["read_interval"]},
+                    )
+                ]
+                if config["network_scan"] != "none"
+                else []
             ),
-            worker(
-                "sensor",
-                "actors.sensing.SensorReader",
-                {"sensor": config["sensor"], "interval": config["read_interval"]},
+            *(
+                [
+                    worker(
+                        "sensor",
+                        "actors.sensing.SensorReader",
+                        {"sensor": config["sensor"], "interval": config["read_interval"]},
+                    )
+                ]
+                if config["sensor"] != "none"
+                else []
             ),
             supervisor(
                 "peer_workers",
