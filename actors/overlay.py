@@ -577,9 +577,11 @@ class Gossip(SatelliteActor):
 class PeerWorker(Connection):
     """One TCP connection to another node."""
 
-    # A ping every 3 s on an idle link, dead after 9 s of silence. A crashed node's links
-    # break at once (its kernel closes them); this is for a Pi that lost power or network.
-    keepalive = 3.0
+    # A crashed node's links break at once (its kernel closes them), a vanished Pi's within
+    # about 11 s (TCP keepalive, see connection.py); these pings, every 15 s on an idle
+    # link and dead after 45 s of silence, find a node that hangs (OTP's net_ticktime is
+    # 60 s for the same job).
+    keepalive = 15.0
 
     def connected(self) -> None:
         # Both ends introduce themselves at once.

@@ -142,13 +142,18 @@ class Config:
     passive_size: int = 30
     arwl: int = 6  # active random walk length (FORWARD_JOIN ttl)
     prwl: int = 3  # passive random walk length: at this ttl the joiner enters the passive view
-    shuffle_interval: float = 10.0
+    # DESIGN starts from 10 s; every shuffle reply is a temporary connection, a process
+    # on each end here, so 30 s (Serf's push-pull interval) for an office-sized overlay.
+    shuffle_interval: float = 30.0
     shuffle_active: int = 3
     shuffle_passive: int = 4
     shuffle_ttl: int = 6
     shuffle_with_passive: float = 0.25  # share of shuffles sent straight to a passive peer
     neighbor_timeout: float = 0.5
     promote_interval: float = 5.0
+    # Above the minimum, filling up towards active_size waits this long between tries: a
+    # refused NEIGHBOR costs a connection (a process here) on both ends.
+    fill_interval: float = 30.0
     join_retry_min: float = 0.25  # first retry of a JOIN whose contact was not up
     join_retry_max: float = 10.0
     reconnect_interval: float = 10.0
@@ -186,6 +191,7 @@ class HyParView:
     _tried: set = field(default_factory=set)  # rejected us since we last gained a link
     _join_failures: int = 0  # failed JOINs in a row, for the retry backoff
     _last_shuffle: tuple = ()  # what our last SHUFFLE carried, dropped first on its reply
+    _last_fill: float | None = None  # when a PromoteTick last tried to fill up
     _started: bool = False
 
     # -- entry point ----------------------------------------------------------------------
@@ -509,7 +515,10 @@ class HyParView:
             # Fill up towards active_size, not just the minimum: low-priority requests
             # only take free slots, so this never evicts, but it lets links form between
             # nodes with room, which is what stops a small island from staying one.
-            if len(self.active_view) < c.active_size:
+            below_min = len(self.active_view) < c.active_min
+            due = self._last_fill is None or now - self._last_fill >= c.fill_interval
+            if len(self.active_view) < c.active_size and (below_min or due):
+                self._last_fill = now
                 self._tried.clear()  # a while has passed: those who refused may have room
                 self._fill_active(now, out)
                 if len(self.active_view) < c.active_min and not self._pending and self.contacts:
