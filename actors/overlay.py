@@ -189,6 +189,7 @@ class Membership(SatelliteActor):
         self.outbox: dict[str, bytearray] = {}  # frames for peers we are connecting to
         self.dialled: set[str] = set()  # outbox peers a worker was asked to dial
         self.one_shot: set[str] = set()  # outbox peers whose connection closes once written
+        self.closing: set[str] = set()  # workers told to close: their goodbye is no news
         self.dialer_seen = str(self.context.get("peer_workers"))
         self.counters: Counter = Counter()
         self.members_told: list | None = None  # what State last heard
@@ -280,8 +281,11 @@ class Membership(SatelliteActor):
             blocked = sorted(self.blocked) or "none"
             logger.info("[{}] Membership: blocking {}", self.node_id, blocked)
             for peer in self.blocked:
-                for worker in self.workers.get(peer, []):
-                    self.send(worker, SendFrames(b"", close=True))
+                linked = peer in self.workers
+                for worker in list(self.workers.get(peer, [])):
+                    self._close_worker(peer, worker)
+                if linked:
+                    self.send(self.myAddress, Unreachable(peer))
                 if self.outbox.pop(peer, None) is not None:
                     self.dialled.discard(peer)
                     self.send(self.myAddress, Unreachable(peer))
@@ -339,17 +343,37 @@ class Membership(SatelliteActor):
         self.dialled.discard(peer)
         one_shot = peer in self.one_shot and not self.hv.depends_on(peer)
         self.one_shot.discard(peer)
+        if pending and one_shot:
+            self._close_worker(peer, msg.worker, bytes(pending))
+            return
         if pending:
-            self.send(workers[0], SendFrames(bytes(pending), close=one_shot))
+            self.send(workers[0], SendFrames(bytes(pending)))
         if peer in self.hv.active_view:
             self._tell_link(peer, workers[0])
 
     def _worker_exited(self, now: float, address: Any) -> None:
+        self.closing.discard(str(address))
         for peer, workers in list(self.workers.items()):
             if address in workers:
                 self._peer_gone(now, PeerGone(peer, address))
 
+    def _close_worker(self, peer: str, worker: Any, last: bytes = b"") -> None:
+        """Write ``last`` and close: from now on the worker carries nothing for anyone
+        (an actor message to it after its exit would stall us in Thespian's retries)."""
+        workers = self.workers.get(peer, [])
+        if worker in workers:
+            workers.remove(worker)
+            if not workers:
+                del self.workers[peer]
+            if peer in self.hv.active_view:
+                self._tell_link(peer, workers[0] if workers else None)
+        self.closing.add(str(worker))
+        self.send(worker, SendFrames(last, close=True))
+
     def _peer_gone(self, now: float, msg: PeerGone) -> None:
+        if str(msg.worker) in self.closing:
+            self.closing.discard(str(msg.worker))  # we closed it: no news
+            return
         workers = self.workers.get(msg.peer, [])
         if msg.worker in workers:
             workers.remove(msg.worker)
@@ -380,8 +404,8 @@ class Membership(SatelliteActor):
             elif kind is SetTimer:
                 self.wakeupAfter(timer_delay(effect), payload=effect.timer)
             elif kind is CloseLink:
-                for worker in self.workers.get(effect.peer, []):
-                    self.send(worker, SendFrames(b"", close=True))
+                for worker in list(self.workers.get(effect.peer, [])):
+                    self._close_worker(effect.peer, worker)
             elif kind is NeighborUp:
                 workers = self.workers.get(effect.peer)
                 if workers:
@@ -395,7 +419,10 @@ class Membership(SatelliteActor):
             return
         workers = self.workers.get(peer)
         if workers:
-            self.send(workers[0], SendFrames(frame, close=one_shot))
+            if one_shot:
+                self._close_worker(peer, workers[0], frame)
+            else:
+                self.send(workers[0], SendFrames(frame))
             return
         pending = self.outbox.get(peer)
         if pending is None:

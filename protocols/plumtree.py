@@ -100,12 +100,9 @@ class Config:
 
     graft_timeout: float = 0.080  # first wait for a missing message after its IHAVE
     graft_retry: float = 0.040  # then between GRAFTs to further announcers
-    # GRAFTs per missing id, the announcers asked in turn and again: a lost GRAFT or a
-    # lost answer must not leave the id to the next anti-entropy round.
-    graft_max: int = 6
     # Lazy push batching window: the top of DESIGN's 5-50 ms. IHAVEs are two thirds of a
     # broadcast's messages on a 10-node office, and each costs actor hops on both ends.
-    ihave_delay: float = 0.05
+    ihave_delay: float = 0.050
     optimization_threshold: int = 3  # hops saved before we swap a tree link for a lazy one
     payload_ttl: float = 30.0  # keep payloads this long, to answer GRAFTs
     payload_max: int = 10_000
@@ -133,7 +130,6 @@ class Plumtree:
     received: OrderedDict = field(default_factory=OrderedDict)
     payloads: OrderedDict = field(default_factory=OrderedDict)  # id -> (time, round, payload)
     missing: dict = field(default_factory=dict)  # id -> [(announcer, round), ...]
-    _grafts: dict = field(default_factory=dict)  # id in missing -> GRAFTs sent for it
     _graft_armed: set = field(default_factory=set)
     _lazy_queue: dict = field(default_factory=dict)  # peer -> [(id, round), ...]
     _flush_armed: bool = False
@@ -244,7 +240,6 @@ class Plumtree:
         self._remember(now, mid, msg.round, msg.payload, peer)
         out.append(Deliver(mid, msg.payload, msg.round))
         announcers = self.missing.pop(mid, None)
-        self._grafts.pop(mid, None)
         self._push(mid, msg.round, msg.payload, peer, out)
         self._make_eager(peer)
         if announcers:
@@ -324,20 +319,16 @@ class Plumtree:
     def _on_graft_timeout(self, timer: GraftTimeout, out: list) -> None:
         mid = timer.id
         self._graft_armed.discard(mid)
-        announcers = self.missing.get(mid)
-        sent = self._grafts.pop(mid, 0)
         if mid in self.received:
             self.missing.pop(mid, None)
             return
-        while announcers and sent < self.config.graft_max:
+        announcers = self.missing.get(mid)
+        while announcers:
             peer, round = announcers.pop(0)
             if self.is_neighbor(peer):
                 self._make_eager(peer)
                 out.append(Send(peer, Graft(mid, round)))
-                # Ask the next announcer if this one does not deliver soon; this one
-                # goes to the back, to be asked again if nobody does.
-                announcers.append((peer, round))
-                self._grafts[mid] = sent + 1
+                # Ask the next announcer if this one does not deliver soon.
                 self._graft_armed.add(mid)
                 out.append(SetTimer(self.config.graft_retry, timer))
                 return
