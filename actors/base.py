@@ -51,8 +51,15 @@ def loopback_only() -> None:
     # A send to an actor that just died is retried for 5 minutes by default, and an
     # actor does not finish exiting while one is pending: a supervisor that notified a
     # dead sibling would hang a restart. Between processes of one machine, a message
-    # that cannot be delivered in 2 s will not be.
+    # that cannot be delivered in 10 s will not be (2 s lost messages on a loaded Pi).
     transport.DEFAULT_MAX_TRANSMIT_PERIOD = timedelta(seconds=10)
+    # Only 20 sends may be under way at once by default; sends to a dead actor hold their
+    # slot until they expire, so 20 of them (Gossip pushing to a killed connection
+    # worker) stalled every other send of the actor for 10 s. Slots are sockets: 256 is
+    # well inside a Pi's default limit of 1024 descriptors.
+    from thespian.system.transport import asyncTransportBase
+
+    asyncTransportBase.MAX_PENDING_TRANSMITS = 256
     os.environ["THESPIAN_BASE_IPADDR"] = "127.0.0.1"
     original = IPBase.IPActorAddress.__init__
 

@@ -126,6 +126,9 @@ class Connection(SatelliteActor):
 
     def on_frame(self, msg: Any) -> None: ...
 
+    def frames_read(self) -> None:
+        """Every frame of one read went through ``on_frame``: pass on what was gathered."""
+
     def on_actor_message(self, msg: Any, sender: Any) -> None: ...
 
     def closed(self, reason: str) -> None: ...
@@ -216,6 +219,7 @@ class Connection(SatelliteActor):
             if self.sock is None:
                 return
             self.on_frame(message)
+        self.frames_read()
 
     def _arm_partial(self, delay: float) -> None:
         # Only while a frame is half in: an idle link costs no wakeups for this.

@@ -134,7 +134,8 @@ class State(SatelliteActor):
                     self.send_digest(msg.peer, reply=True)
                     self.node_entry_soon()
         elif isinstance(msg, FromPeer):
-            self.from_peer(msg.peer, msg.message)
+            for message in msg.messages:
+                self.from_peer(msg.peer, message)
         elif isinstance(msg, WakeupMessage):
             self.wakeup(msg.payload)
         elif isinstance(msg, NewReading):
