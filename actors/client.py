@@ -19,6 +19,7 @@ from actors.overlay import (
     Answer,
     ClientGone,
     ControlRequest,
+    Deliveries,
     PublishEvent,
     Query,
     SubscribeClient,
@@ -149,8 +150,8 @@ class ClientWorker(Connection):
             self.send(self.context[name], Query(msg.what, (token, name)))
 
     def on_actor_message(self, msg: Any, sender: Any) -> None:
-        if isinstance(msg, link.Delivery):
-            self.write(wire.encode(msg))
+        if isinstance(msg, Deliveries):
+            self.write(b"".join(wire.encode(delivery) for delivery in msg.batch))
         elif isinstance(msg, Answer):
             token, name = msg.token
             entry = self.pending.get(token)

@@ -48,10 +48,18 @@ class PublishDelta:
 
 
 class DeltaArrived:
-    """To State: a state delta came over Plumtree."""
+    """To State: state deltas that came over Plumtree, in delivery order (all those of
+    one Gossip step in one actor message)."""
 
-    def __init__(self, entries: bytes) -> None:
-        self.entries = entries
+    def __init__(self, batch: list[bytes]) -> None:
+        self.batch = batch
+
+
+class Deliveries:
+    """To a ClientWorker: the events of one Gossip step it subscribed to, in order."""
+
+    def __init__(self, batch: list) -> None:
+        self.batch = batch
 
 
 class NotifyClients:
@@ -465,6 +473,8 @@ class Gossip(SatelliteActor):
         self.log: deque = deque(maxlen=DELIVERY_LOG)
         self.logged = 0
         self.eager_told: tuple | None = None  # what State last heard
+        self.deltas: list[bytes] = []  # this step's state deltas, for State
+        self.for_clients: dict[str, tuple[Any, list]] = {}  # this step's, per subscriber
         self.apply(self.pt.handle(time.monotonic(), TimerFired(plumtree.AntiEntropyTick())))
 
     def on_context(self) -> None:
@@ -483,6 +493,19 @@ class Gossip(SatelliteActor):
         now = time.monotonic()
         self.on_message(now, msg, sender)
         self._tell_eager()
+        self._pass_on()
+
+    def _pass_on(self) -> None:
+        """What this step delivered goes on in one actor message per recipient."""
+        if self.deltas:
+            state = self.context.get("state")
+            if state is not None:
+                self.send(state, DeltaArrived(self.deltas))
+            self.deltas = []
+        if self.for_clients:
+            for worker, batch in self.for_clients.values():
+                self.send(worker, Deliveries(batch))
+            self.for_clients = {}
 
     def on_message(self, now: float, msg: Any, sender: Any) -> None:
         if isinstance(msg, FromPeer):
@@ -578,8 +601,8 @@ class Gossip(SatelliteActor):
             )
             return
         if type(event) is link.StateDelta:
-            if effect.round > 0 and self.context.get("state") is not None:
-                self.send(self.context["state"], DeltaArrived(event.entries))
+            if effect.round > 0:
+                self.deltas.append(event.entries)
             return
         if type(event) is not link.Event:
             return
@@ -599,10 +622,10 @@ class Gossip(SatelliteActor):
     def notify(self, delivery: link.Delivery) -> None:
         # "*" is every event, but not the office-state stream "data" (ask for it by name).
         wildcard = delivery.name != "data"
-        for worker, names in self.subscribers.values():
+        for key, (worker, names) in self.subscribers.items():
             if delivery.name in names or (wildcard and "*" in names):
                 self.counters["client_deliveries"] += 1
-                self.send(worker, delivery)
+                self.for_clients.setdefault(key, (worker, []))[1].append(delivery)
 
 
 # --- PeerWorker ------------------------------------------------------------------------------

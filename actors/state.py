@@ -121,7 +121,8 @@ class State(SatelliteActor):
         if isinstance(msg, SetTargetRequest):
             self.set_target(msg, sender)
         elif isinstance(msg, DeltaArrived):
-            self.merge(msg.entries)
+            for entries in msg.batch:
+                self.merge(entries)
         elif isinstance(msg, Link):
             if msg.worker is None:
                 if self.links.pop(msg.peer, None) is not None:

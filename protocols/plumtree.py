@@ -73,9 +73,10 @@ def _expire(cache: OrderedDict, limit: int, horizon: float) -> None:
 
 @dataclass(frozen=True, slots=True)
 class GraftTimeout:
-    """A message announced by IHAVE has not arrived: time to GRAFT."""
+    """Messages announced by one IHAVE have not all arrived: time to GRAFT the missing.
+    One timer per IHAVE, not per id: a host pays for every timer and every step."""
 
-    id: bytes
+    ids: tuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +278,7 @@ class Plumtree:
         if not self.is_neighbor(peer):
             return  # a stale link: grafting it would add a non-neighbor to the tree
         c = self.config
+        armed = []
         for mid, round in msg.entries:
             seen = self.received.get(mid)
             if seen is not None:
@@ -291,7 +293,9 @@ class Plumtree:
                 announcers.append((peer, round))
             if mid not in self._graft_armed:
                 self._graft_armed.add(mid)
-                out.append(SetTimer(c.graft_timeout, GraftTimeout(mid)))
+                armed.append(mid)
+        if armed:
+            out.append(SetTimer(c.graft_timeout, GraftTimeout(tuple(armed))))
 
     def _on_graft(self, now: float, peer: Peer, msg: Graft, out: list) -> None:
         self._make_eager(peer)
@@ -317,22 +321,26 @@ class Plumtree:
             out.append(SetTimer(self.config.anti_entropy_interval, timer))
 
     def _on_graft_timeout(self, timer: GraftTimeout, out: list) -> None:
-        mid = timer.id
-        self._graft_armed.discard(mid)
-        if mid in self.received:
-            self.missing.pop(mid, None)
-            return
-        announcers = self.missing.get(mid)
-        while announcers:
-            peer, round = announcers.pop(0)
-            if self.is_neighbor(peer):
-                self._make_eager(peer)
-                out.append(Send(peer, Graft(mid, round)))
-                # Ask the next announcer if this one does not deliver soon.
-                self._graft_armed.add(mid)
-                out.append(SetTimer(self.config.graft_retry, timer))
-                return
-        self.missing.pop(mid, None)
+        retry = []
+        for mid in timer.ids:
+            self._graft_armed.discard(mid)
+            if mid in self.received:
+                self.missing.pop(mid, None)
+                continue
+            announcers = self.missing.get(mid)
+            while announcers:
+                peer, round = announcers.pop(0)
+                if self.is_neighbor(peer):
+                    self._make_eager(peer)
+                    out.append(Send(peer, Graft(mid, round)))
+                    # Ask the next announcer if this one does not deliver soon.
+                    self._graft_armed.add(mid)
+                    retry.append(mid)
+                    break
+            else:
+                self.missing.pop(mid, None)
+        if retry:
+            out.append(SetTimer(self.config.graft_retry, GraftTimeout(tuple(retry))))
 
     def _flush(self, out: list) -> None:
         self._flush_armed = False

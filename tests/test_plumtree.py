@@ -234,7 +234,7 @@ def test_ihave_for_unknown_id_records_missing_and_arms_one_graft_timer():
     cfg = Config(graft_timeout=0.08)
     node = make(lazy=[1, 2], config=cfg)
     out = node.handle(1.0, Receive(1, IHave(((b"m", 3),))))
-    assert out == [SetTimer(0.08, GraftTimeout(b"m"))]
+    assert out == [SetTimer(0.08, GraftTimeout((b"m",)))]
     assert node.missing[b"m"] == [(1, 3)]
     assert node.handle(1.01, Receive(2, IHave(((b"m", 4),)))) == []  # no second timer
     assert node.missing[b"m"] == [(1, 3), (2, 4)]
@@ -261,13 +261,13 @@ def test_graft_timeout_grafts_announcers_in_turn():
     node = make(eager=[1], lazy=[2, 3], config=cfg)
     node.handle(1.0, Receive(2, IHave(((b"m", 3),))))
     node.handle(1.01, Receive(3, IHave(((b"m", 4),))))
-    out = node.handle(1.08, TimerFired(GraftTimeout(b"m")))
-    assert out == [Send(2, Graft(b"m", 3)), SetTimer(0.04, GraftTimeout(b"m"))]
+    out = node.handle(1.08, TimerFired(GraftTimeout((b"m",))))
+    assert out == [Send(2, Graft(b"m", 3)), SetTimer(0.04, GraftTimeout((b"m",)))]
     assert 2 in node.eager_peers and 2 not in node.lazy_peers
-    out = node.handle(1.12, TimerFired(GraftTimeout(b"m")))
-    assert out == [Send(3, Graft(b"m", 4)), SetTimer(0.04, GraftTimeout(b"m"))]
+    out = node.handle(1.12, TimerFired(GraftTimeout((b"m",))))
+    assert out == [Send(3, Graft(b"m", 4)), SetTimer(0.04, GraftTimeout((b"m",)))]
     assert 3 in node.eager_peers and 3 not in node.lazy_peers
-    assert node.handle(1.16, TimerFired(GraftTimeout(b"m"))) == []  # nobody left to ask
+    assert node.handle(1.16, TimerFired(GraftTimeout((b"m",)))) == []  # nobody left to ask
     assert b"m" not in node.missing
 
 
@@ -275,7 +275,7 @@ def test_graft_timeout_after_arrival_does_nothing_and_clears_missing():
     node = make(eager=[1], lazy=[2])
     node.handle(1.0, Receive(2, IHave(((b"m", 3),))))
     node.handle(1.01, Receive(1, Gossip(b"m", 2, P)))
-    assert node.handle(1.08, TimerFired(GraftTimeout(b"m"))) == []
+    assert node.handle(1.08, TimerFired(GraftTimeout((b"m",)))) == []
     assert b"m" not in node.missing
     assert list(node.lazy_peers) == [2]  # the announcer was not grafted
 
@@ -389,7 +389,9 @@ def test_received_ids_expire_after_seen_ttl():
     assert list(node.received) == [b"new"]
     # Forgotten: an announcement of it is now treated as missing.
     out = node.handle(6.1, Receive(2, IHave(((b"old", 2),))))
-    assert timers(out, GraftTimeout) == [SetTimer(node.config.graft_timeout, GraftTimeout(b"old"))]
+    assert timers(out, GraftTimeout) == [
+        SetTimer(node.config.graft_timeout, GraftTimeout((b"old",)))
+    ]
 
 
 def test_received_ids_bounded_by_seen_max():
@@ -403,7 +405,7 @@ def test_missing_bounded_by_missing_max():
     node = make(lazy=[1], config=Config(missing_max=2))
     out = node.handle(1.0, Receive(1, IHave(((b"a", 1), (b"b", 1), (b"c", 1)))))
     assert list(node.missing) == [b"a", b"b"]
-    assert [t.timer for t in timers(out)] == [GraftTimeout(b"a"), GraftTimeout(b"b")]
+    assert [t.timer for t in timers(out)] == [GraftTimeout((b"a", b"b"))]
 
 
 def test_announcers_per_id_bounded_by_announcers_max():
@@ -475,7 +477,7 @@ def _script() -> list:
         Receive(3, Gossip(b"b", 2, P)),
         Receive(4, IHave(((b"c", 1), (b"d", 2)))),
         TimerFired(FlushIHave()),
-        TimerFired(GraftTimeout(b"c")),
+        TimerFired(GraftTimeout((b"c",))),
         TimerFired(AntiEntropyTick()),
         TimerFired(AntiEntropyTick()),
         TimerFired(AntiEntropyTick()),
@@ -508,7 +510,9 @@ MESSAGES = st.one_of(
     st.builds(Graft, st.none() | IDS, ROUNDS),
     st.just(Prune()),
 )
-TIMERS = st.one_of(st.builds(GraftTimeout, IDS), st.just(FlushIHave()), st.just(AntiEntropyTick()))
+TIMERS = st.one_of(
+    st.builds(GraftTimeout, st.tuples(IDS)), st.just(FlushIHave()), st.just(AntiEntropyTick())
+)
 EVENTS = st.one_of(
     st.builds(Receive, PEERS, MESSAGES),
     st.builds(NeighborUp, PEERS),
@@ -538,3 +542,20 @@ def test_random_event_sequences_keep_invariants(steps, seed):
         assert len(node.payloads) <= cfg.payload_max
         for _, msg in sends(out, IHave):
             assert 0 < len(msg.entries) <= cfg.ihave_max
+
+
+def test_one_graft_timer_per_ihave_grafts_every_id_still_missing_at_once():
+    node = make(eager=[1], lazy=[2])
+    out = node.handle(1.0, Receive(2, IHave(((b"a", 2), (b"b", 2), (b"c", 2)))))
+    assert timers(out, GraftTimeout) == [
+        SetTimer(node.config.graft_timeout, GraftTimeout((b"a", b"b", b"c")))
+    ]
+    node.handle(1.05, Receive(1, Gossip(b"b", 1, b"x")))  # b came down the tree in time
+    out = node.handle(1.08, TimerFired(GraftTimeout((b"a", b"b", b"c"))))
+    assert [e for e in out if isinstance(e, Send)] == [
+        Send(2, Graft(b"a", 2)),
+        Send(2, Graft(b"c", 2)),
+    ]
+    assert timers(out, GraftTimeout) == [
+        SetTimer(node.config.graft_retry, GraftTimeout((b"a", b"c")))
+    ]
