@@ -1,7 +1,8 @@
 """Throughput and scale figures of issue 8, on real nodes on 127.0.0.1.
 
     python bench/throughput.py [--nodes 10] [--duration 30] [--rates 100,200,300,400,600,800]
-                               [--drain 10] [--targets 20] [--clients 10] [--json FILE]
+                               [--drain 10] [--targets 20] [--clients 10] [--key]
+                               [--json FILE]
 
 1. Start: N nodes (``--sensor sim:<20..24> --read-interval 3600 --network-scan none``:
    one reading each at start, then quiet) started together; seconds from each process's
@@ -23,6 +24,10 @@
    stop at the first one not sustained. Every listening Antenna asks ``members()``
    every 20 s (see ``compare.KeepAlive``): a node cuts a client silent for 90 s.
 
+With ``--key`` every node and Antenna holds a fresh cluster key, so every link does the
+key handshake and seals its frames: issue 7 allows encryption at most 20% of the
+throughput of the same run without it.
+
 Budgets of issue 8: at least 300 events/s across a 10-node office for 30 s with 0 lost; a
 new node has the full office state within 2 s of joining (here: of its client port
 answering; the time from its process start is printed beside it). Everything started is
@@ -32,6 +37,7 @@ stopped by pid; exit status 1 if any process is left.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import statistics
@@ -74,7 +80,7 @@ def say(text: str) -> None:
 
 def answers(node: Node, timeout: float = 1.0) -> bool:
     """Whether the node's client port welcomes an Antenna right now."""
-    antenna = Antenna("127.0.0.1", node.client_port, timeout=timeout)
+    antenna = Antenna("127.0.0.1", node.client_port, timeout=timeout, key=node.keyring)
     try:
         antenna.connect()
         return True
@@ -308,9 +314,19 @@ def run(args: argparse.Namespace, tmp: Path, out: dict) -> None:
     n = args.nodes
     prefix = f"thr{os.getpid() % 10000}x"
 
+    keyed: tuple = ()
+    if args.key:
+        # Every link sealed (ChaCha20-Poly1305): what encryption costs is this run's
+        # figures beside those of a run without --key.
+        from protocols.secure import KEY_BYTES
+
+        key_file = tmp / "cluster.key"
+        key_file.write_text(base64.b64encode(os.urandom(KEY_BYTES)).decode() + "\n")
+        keyed = ("--key-file", str(key_file))
+
     def flags(i: int) -> tuple:
         if i == n:  # the node that joins later
-            return ("--sensor", "none", "--network-scan", "none")
+            return ("--sensor", "none", "--network-scan", "none", *keyed)
         return (
             "--sensor",
             f"sim:{20 + i % 5}",
@@ -318,6 +334,7 @@ def run(args: argparse.Namespace, tmp: Path, out: dict) -> None:
             "3600",
             "--network-scan",
             "none",
+            *keyed,
         )
 
     cluster = Cluster(tmp, n + 1, prefix=prefix, extra=flags)
@@ -528,6 +545,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--targets", type=int, default=20, help="targets in the office state (20)")
     p.add_argument("--clients", type=int, default=10, help="clients on one node (10)")
     p.add_argument("--load-rate", type=float, default=50.0, help="events/s of the loaded CPU")
+    p.add_argument(
+        "--key", action="store_true", help="run the office with a cluster key (sealed links)"
+    )
     p.add_argument("--json", metavar="FILE", help="also write everything as JSON there")
     args = p.parse_args(argv)
     try:
@@ -548,7 +568,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = {k: getattr(args, k) for k in ("nodes", "duration", "rates", "drain", "targets")}
-    settings.update(clients=args.clients, load_rate=args.load_rate)
+    settings.update(clients=args.clients, load_rate=args.load_rate, key=args.key)
     result: dict = {"machine": machine(), "settings": settings, "run": {}}
     with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
         try:
