@@ -2,7 +2,9 @@
 conditions with deadlines, and stop everything they started, by process id.
 
 A node's processes are the launcher, Thespian's admin (which detaches itself, so it
-is found by its admin port) and everything below the admin."""
+is found by its admin port) and everything below the admin. A node may also live in a
+network namespace of its own (``netns``), listening on that namespace's address
+(``host``): ``satellite chaos`` does that to cut links in the kernel."""
 
 from __future__ import annotations
 
@@ -26,16 +28,19 @@ ROOT = Path(__file__).resolve().parent.parent
 ADMIN_OFFSET = 20000
 
 
-def free_port_block(count: int, start: int = 10000) -> int:
+def free_port_block(
+    count: int, start: int = 10000, taken: Callable[[int], bool] | None = None
+) -> int:
     """A base port with ``count`` free peer ports, client ports (+1000) and admin ports
     (+20000). Kept below Linux's ephemeral range (32768 and up), where Thespian's own
-    actor sockets would otherwise take an admin port first."""
+    actor sockets would otherwise take an admin port first. ``taken(port)``: more ports
+    to pass over (ones in use in other network namespaces, which a bind here cannot see)."""
     base = start + (os.getpid() % 25) * 40
     for offset in range(0, 1000 - 40, 40):
         candidate = base + offset
         ports = [candidate + i for i in range(count)]
         ports += [p + 1000 for p in ports] + [p + ADMIN_OFFSET for p in ports]
-        if all(_free(p) for p in ports):
+        if all(_free(p) and not (taken and taken(p)) for p in ports):
             return candidate
     raise RuntimeError("no free ports")
 
@@ -92,13 +97,20 @@ class Node:
         join: list[str],
         extra: tuple = (),
         client_port: int | None = None,
+        host: str = "127.0.0.1",
+        netns: str | None = None,
     ) -> None:
+        """``host``: the address its peer and client ports listen on; ``netns``: the
+        network namespace it runs in (``ip netns exec``: root only), None for ours."""
         self.extra = list(extra)  # more run_node.py flags
         self.name = name
+        self.host = host
+        self.netns = netns
         self.peer_port = peer_port
         self.client_port = peer_port + 1000 if client_port is None else client_port
         self.admin_port = peer_port + ADMIN_OFFSET
-        self.peer = f"127.0.0.1:{peer_port}"
+        self.peer = f"{host}:{peer_port}"
+        self._netns_inode: int | None = None  # of the namespace it runs in, once known
         self.data_dir = data_dir
         self.join = join
         self.proc: subprocess.Popen | None = None
@@ -123,13 +135,17 @@ class Node:
             "--bind",
             self.peer,
             "--client",
-            f"127.0.0.1:{self.client_port}",
+            f"{self.host}:{self.client_port}",
             "--data-dir",
             str(self.data_dir),
         ]
         for seed in self.join:
             cmd += ["--join", seed]
         cmd += self.extra
+        if self.netns is not None:
+            # `ip netns exec` execs the command itself: the launcher keeps this pid.
+            cmd = ["ip", "netns", "exec", self.netns] + cmd
+            self._netns_inode = self._netns_inode or _inode(f"/run/netns/{self.netns}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
@@ -143,7 +159,7 @@ class Node:
         return self
 
     def antenna(self) -> Antenna:
-        return Antenna("127.0.0.1", self.client_port, timeout=5.0, key=self.keyring)
+        return Antenna(self.host, self.client_port, timeout=5.0, key=self.keyring)
 
     def wait_up(self, timeout: float = 20.0) -> None:
         def up() -> bool:
@@ -161,7 +177,7 @@ class Node:
         marker = f":{self.admin_port})"
         for p in psutil.process_iter(["pid", "cmdline"]):
             cmdline = " ".join(p.info["cmdline"] or [])
-            if marker in cmdline and "MultiProcAdmin" in cmdline:
+            if marker in cmdline and "MultiProcAdmin" in cmdline and self._in_our_netns(p.pid):
                 roots.append(p.info["pid"])
             elif f"satellite[{self.name}]" in cmdline:
                 found.add(p.info["pid"])
@@ -179,6 +195,18 @@ class Node:
             except psutil.Error:
                 pass
         return alive
+
+    def _in_our_netns(self, pid: int) -> bool:
+        """Whether process ``pid`` runs in this node's network namespace: an admin port
+        is only unique within one, and another namespace's node may use the same."""
+        if self.netns is None:
+            mine = _inode("/proc/self/ns/net")
+        else:
+            # Remembered from the start: the namespace's name may be gone before its processes.
+            self._netns_inode = self._netns_inode or _inode(f"/run/netns/{self.netns}")
+            mine = self._netns_inode
+        theirs = _inode(f"/proc/{pid}/ns/net")
+        return mine is None or theirs is None or mine == theirs  # unreadable: as before
 
     def stop(self, timeout: float = 5.0) -> None:
         stop_nodes([self], timeout)
@@ -200,6 +228,14 @@ class Node:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 pass
+
+
+def _inode(path: str) -> int | None:
+    """A namespace file's inode (names the namespace), None when it cannot be read."""
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
 
 def stop_nodes(nodes: Iterable[Node], timeout: float = 5.0) -> dict[str, int | None]:
@@ -229,18 +265,28 @@ def stop_nodes(nodes: Iterable[Node], timeout: float = 5.0) -> dict[str, int | N
 
 class Cluster:
     def __init__(
-        self, tmp: Path, count: int, prefix: str = "n", extra: Callable[[int], tuple] | None = None
+        self,
+        tmp: Path,
+        count: int,
+        prefix: str = "n",
+        extra: Callable[[int], tuple] | None = None,
+        host: Callable[[int], str] | None = None,
+        netns: Callable[[int], str | None] | None = None,
+        taken: Callable[[int], bool] | None = None,
     ) -> None:
-        """``count`` nodes joining through the first; ``extra(i)``: more flags for node i."""
+        """``count`` nodes joining through the first; ``extra(i)``: more flags for node i;
+        ``host(i)`` and ``netns(i)``: its address and network namespace (default 127.0.0.1
+        in ours); ``taken``: ports to pass over (see ``free_port_block``)."""
         # Node ids name processes (satellite[<id>]): distinct prefixes keep clusters apart.
-        self.base = free_port_block(count)
+        self.base = free_port_block(count, taken=taken)
         self.nodes: list[Node] = []
-        seed = f"127.0.0.1:{self.base}"
+        seed = f"{host(0) if host else '127.0.0.1'}:{self.base}"
         for i in range(count):
             join = [] if i == 0 else [seed]
             name = f"{prefix}{i}"
             flags = extra(i) if extra else ()
-            self.nodes.append(Node(name, self.base + i, tmp / name, join, flags))
+            where = {"host": host(i) if host else "127.0.0.1", "netns": netns(i) if netns else None}
+            self.nodes.append(Node(name, self.base + i, tmp / name, join, flags, **where))
 
     def kill(self) -> None:
         for node in self.nodes:

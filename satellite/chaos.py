@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import ipaddress
 import json
 import math
 import os
@@ -48,7 +49,9 @@ import random
 import re
 import shutil
 import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -605,6 +608,368 @@ class Report:
 
 def _counts(counts: Mapping) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+# --- network namespaces: faults in the kernel ----------------------------------------------------
+
+NET_CHOICES = ("auto", "netns", "hooks")
+NET_COMMAND_TIMEOUT = 20.0  # one ip, tc, nft or ss command, on a loaded machine
+NFT_TABLE = "satellite_chaos"
+NODE_HOST_OFFSET = 10  # node i gets .10+i of the run's /24; the bridge is .1
+# The first token of an `ip route show table all` line when it is the route's type.
+ROUTE_TYPES = {
+    "unicast", "local", "broadcast", "multicast", "throw", "unreachable", "prohibit",
+    "blackhole", "nat", "anycast",
+}  # fmt: skip
+
+
+class NetError(RuntimeError):
+    """An ip, tc, nft or ss command failed (the message is one line)."""
+
+
+def net_command(argv: list[str], stdin: str | None = None) -> str:
+    """Run one network command; its output, or NetError with its complaint on one line."""
+    try:
+        done = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=NET_COMMAND_TIMEOUT
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise NetError(f"{' '.join(argv)}: {exc}") from None
+    if done.returncode != 0:
+        why = " ".join((done.stderr or done.stdout).split()) or f"exit status {done.returncode}"
+        raise NetError(f"{' '.join(argv)}: {why}")
+    return done.stdout
+
+
+def _quiet(argv: list[str], stdin: str | None = None) -> bool:
+    try:
+        net_command(argv, stdin)
+        return True
+    except NetError:
+        return False
+
+
+@dataclass(frozen=True)
+class NetSupport:
+    """What this machine allows for faults in the kernel (``detect_netns``)."""
+
+    namespaces: bool  # root, ip, tc and ss; a namespace with a veth and a bridge can be made
+    netem: bool = False  # sch_netem: loss and delay on a link
+    nft_loss: bool = False  # nftables drops a random share of packets (loss without netem)
+    sock_kill: bool = False  # `ss -K` closes live TCP sockets (a partition breaks links)
+    reason: str = ""  # why not, or what is missing (one line)
+
+
+def nft_loss_rules(device: str, loss: float) -> str:
+    """An nftables table dropping ``loss`` of what leaves through ``device``, at random
+    per packet, as netem's loss does."""
+    share = round(loss * 10_000)
+    return (
+        f"table inet {NFT_TABLE} {{\n"
+        "  chain out {\n"
+        "    type filter hook output priority 0; policy accept;\n"
+        f'    oifname "{device}" numgen random mod 10000 < {share} drop\n'
+        "  }\n"
+        "}\n"
+    )
+
+
+def _sockets_can_be_killed() -> bool:
+    """Whether `ss -K` closes a live TCP connection (the kernel needs INET_DIAG_DESTROY).
+    Tried on a connection of our own on loopback, named by both its ports."""
+    server = socket.socket()
+    client = None
+    try:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        client = socket.create_connection(server.getsockname(), timeout=5)
+        accepted, _ = server.accept()
+        with accepted:
+            ends = [f"127.0.0.1:{client.getsockname()[1]}", f"127.0.0.1:{server.getsockname()[1]}"]
+            net_command(["ss", "-K", "-t", "-n", "src", ends[0], "dst", ends[1]])
+            client.setblocking(False)  # `ss -K` is done when it returns: no need to wait
+            try:
+                client.recv(1)
+            except BlockingIOError:
+                return False  # still open: this kernel cannot close it
+            except OSError:
+                return True  # ECONNABORTED: closed under us, as a partition needs
+            return True
+    except (OSError, NetError):
+        return False
+    finally:
+        server.close()
+        if client is not None:
+            client.close()
+
+
+def detect_netns() -> NetSupport:
+    """Whether nodes can be put in network namespaces of their own and faults injected
+    between them in the kernel: root, `ip`, `tc` and `ss` on PATH, and a throwaway
+    namespace (with a veth pair and a bridge in it) that can be made and removed; then
+    which faults the kernel has: sch_netem (loss and delay), else nftables (loss only),
+    and `ss -K` (a partition that breaks live links)."""
+    if os.geteuid() != 0:
+        return NetSupport(False, reason="not root (network namespaces need root)")
+    for tool in ("ip", "tc", "ss"):
+        if shutil.which(tool) is None:
+            return NetSupport(False, reason=f"`{tool}` is not on PATH (iproute2)")
+    name = f"satprobe-{os.urandom(3).hex()}"
+    try:
+        net_command(["ip", "netns", "add", name])
+    except NetError as exc:
+        return NetSupport(False, reason=f"cannot create a network namespace ({exc})")
+    try:
+        try:
+            net_command(["ip", "-n", name, "link", "set", "lo", "up"])
+            net_command(["ip", "-n", name, "link", "add", "p0", "type", "veth", "peer", "p1"])
+            net_command(["ip", "-n", name, "link", "add", "pb", "type", "bridge"])
+        except NetError as exc:
+            return NetSupport(False, reason=f"cannot make links in a namespace ({exc})")
+        missing = []
+        try:
+            argv = ["tc", "-n", name, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]
+            net_command(argv)
+            netem = True
+        except NetError as exc:
+            netem = False
+            missing.append(f"no sch_netem ({str(exc).rpartition(': ')[2]})")
+        nft = False
+        if not netem:
+            nft = shutil.which("nft") is not None and _quiet(
+                ["ip", "netns", "exec", name, "nft", "-f", "-"], nft_loss_rules("lo", 0.5)
+            )
+            if not nft:
+                missing.append("no nftables to drop packets with")
+        kill = _sockets_can_be_killed()
+        if not kill:
+            missing.append("`ss -K` cannot close sockets (no INET_DIAG_DESTROY)")
+        return NetSupport(True, netem, nft, kill, "; ".join(missing))
+    finally:
+        _quiet(["ip", "netns", "del", name])
+
+
+@dataclass(frozen=True)
+class NetPlan:
+    mode: str  # "netns" or "hooks"
+    why: str  # one line: why hooks, or what the kernel does
+    support: NetSupport | None = None
+    loss_by: str = "hook"  # "netem", "nftables" or "hook"
+
+
+def choose_net(
+    net: str,
+    attach: bool,
+    partition: bool,
+    loss: float,
+    delay: int,
+    detect: Callable[[], NetSupport] = detect_netns,
+) -> NetPlan:
+    """Where the network faults go: the kernel between namespaces ("netns"), or the
+    nodes' hooks. ``net`` is --net (auto, netns, hooks); the machine is probed only
+    when namespaces could be used."""
+    if net == "hooks":
+        return NetPlan("hooks", "--net hooks")
+    if attach:
+        return NetPlan("hooks", "--attach: the office's nodes are not in namespaces of ours")
+    if net == "auto" and not (partition or loss or delay):
+        return NetPlan("hooks", "no partition, loss or delay asked")
+    support = detect()
+    if not support.namespaces:
+        return NetPlan("hooks", support.reason, support)
+    if partition and not support.sock_kill:
+        return NetPlan("hooks", f"partitions need `ss -K`: {support.reason}", support)
+    if delay and not support.netem:
+        return NetPlan("hooks", f"--delay needs sch_netem: {support.reason}", support)
+    if loss and not (support.netem or support.nft_loss):
+        return NetPlan("hooks", f"--loss needs sch_netem or nftables: {support.reason}", support)
+    loss_by = ("netem" if support.netem else "nftables") if loss else "hook"
+    why = "root, ip netns, tc" + (f"; loss by {loss_by}" if loss else "")
+    if support.reason:
+        why += f" ({support.reason})"
+    return NetPlan("netns", why, support, loss_by if loss else "none")
+
+
+def pick_subnet(rng: random.Random | None = None) -> ipaddress.IPv4Network:
+    """A 10.x.y.0/24 that no route of this machine covers (the default route aside)."""
+    rng = rng or random.SystemRandom()
+    used = []
+    for line in net_command(["ip", "-4", "-o", "route", "show", "table", "all"]).splitlines():
+        words = line.split()
+        if words and words[0] in ROUTE_TYPES:
+            words = words[1:]
+        if not words or words[0] == "default":
+            continue
+        try:
+            used.append(ipaddress.ip_network(words[0], strict=False))
+        except ValueError:
+            continue
+    for _ in range(1000):
+        net = ipaddress.IPv4Network(f"10.{rng.randrange(100, 255)}.{rng.randrange(256)}.0/24")
+        if not any(net.overlaps(u) for u in used if u.version == 4):
+            return net
+    raise NetError("no free 10.x.y.0/24 for the nodes' bridge")
+
+
+def ports_in_use_elsewhere() -> set[int]:
+    """The peer, client and admin ports of every node running on this machine, in any
+    network namespace: a port bound in another namespace looks free from ours, yet an
+    admin port must be unique machine-wide (nodes are found, and stopped, by it)."""
+    ports: set[int] = set()
+    pattern = re.compile(r"ActorAddr-\(T\|:(\d+)\)|--(?:bind|client|http)\s+\S*?:(\d+)")
+    for proc in psutil.process_iter(["cmdline"]):
+        for match in pattern.finditer(" ".join(proc.info["cmdline"] or [])):
+            ports.add(int(match.group(1) or match.group(2)))
+    return ports
+
+
+class NetLab:
+    """One network namespace per node, on a bridge in ours: partitions, loss and delay
+    in the kernel. Every name carries the run's random suffix, so runs side by side
+    never clash and whatever a run left is found by it.
+
+    Node i: namespace ``satchaos-<suffix>-<i>`` with ``lo`` up (Thespian's sockets bind
+    its 127.0.0.1) and one end of a veth pair, ``sc<suffix>n<i>``, at 10.x.y.(10+i)/24;
+    the other end, ``sc<suffix>h<i>``, on the bridge ``sc<suffix>b`` at 10.x.y.1/24, from
+    where the harness reaches every node's client port. No default route: every peer,
+    and the harness, are on the /24, and nothing a node sends can leave the machine."""
+
+    def __init__(self, count: int, loss_by: str = "netem", suffix: str | None = None) -> None:
+        self.count = count
+        self.loss_by = loss_by  # how loss is injected: "netem" (with delay) or "nftables"
+        self.suffix = suffix or os.urandom(3).hex()
+        self.bridge = f"sc{self.suffix}b"  # interface names: 15 characters at most
+        self.subnet: ipaddress.IPv4Network | None = None
+        self.impaired = False
+
+    def namespace(self, i: int) -> str:
+        return f"satchaos-{self.suffix}-{i}"
+
+    def host_end(self, i: int) -> str:
+        return f"sc{self.suffix}h{i}"
+
+    def node_end(self, i: int) -> str:
+        return f"sc{self.suffix}n{i}"
+
+    def address(self, i: int) -> str:
+        assert self.subnet is not None, "create() first"
+        return str(self.subnet.network_address + NODE_HOST_OFFSET + i)
+
+    def create(self) -> None:
+        """The bridge, the namespaces and their links (undo with ``destroy``)."""
+        self.subnet = pick_subnet()
+        gateway = f"{self.subnet.network_address + 1}/24"
+        net_command(["ip", "link", "add", self.bridge, "type", "bridge"])
+        net_command(["ip", "addr", "add", gateway, "dev", self.bridge])
+        net_command(["ip", "link", "set", self.bridge, "up"])
+        for i in range(self.count):
+            ns, host, node = self.namespace(i), self.host_end(i), self.node_end(i)
+            net_command(["ip", "netns", "add", ns])
+            net_command(["ip", "link", "add", host, "type", "veth", "peer", node, "netns", ns])
+            net_command(["ip", "link", "set", host, "master", self.bridge, "up"])
+            batch = (
+                f"link set lo up\naddr add {self.address(i)}/24 dev {node}\nlink set {node} up\n"
+            )
+            net_command(["ip", "-n", ns, "-batch", "-"], batch)
+
+    def _each(self, commands: Mapping[int, list[tuple[list[str], str | None]]]) -> None:
+        """Run each namespace's commands in order, the namespaces side by side (the
+        schedule waits on this); NetError with the first complaint."""
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="chaos-net") as pool:
+            futures = [
+                pool.submit(lambda cmds: [net_command(a, s) for a, s in cmds], cmds)
+                for cmds in commands.values()
+            ]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise NetError(str(errors[0]))
+
+    def cut(self, halves: tuple[Iterable[int], Iterable[int]]) -> None:
+        """Partition: neither half reaches the other. An unreachable route in each
+        namespace for every address of the other half makes new connections fail at
+        once (EHOSTUNREACH); live TCP links would not notice a silent cut for a long time
+        (keepalive probes only an idle link, and ours carry gossip several times a
+        second; app pings are 45 s apart), so `ss -K` then closes them, on both ends."""
+        a, b = (list(h) for h in halves)
+        commands: dict[int, list[tuple[list[str], str | None]]] = {}
+        for mine, theirs in ((a, b), (b, a)):
+            if not theirs:
+                continue
+            addresses = [self.address(j) for j in theirs]
+            routes = "".join(f"route replace unreachable {x}/32\n" for x in addresses)
+            match = " or ".join(f"dst {x}" for x in addresses)
+            for i in mine:
+                ns = self.namespace(i)
+                commands[i] = [
+                    (["ip", "-n", ns, "-batch", "-"], routes),
+                    (["ip", "netns", "exec", ns, "ss", "-K", "-t", "-n", *match.split()], None),
+                ]
+        self._each(commands)
+
+    def mend(self) -> None:
+        """Heal a partition: the unreachable routes go (links are then dialled again)."""
+        argv = ["route", "flush", "type", "unreachable"]
+        self._each({i: [(["ip", "-n", self.namespace(i), *argv], None)] for i in range(self.count)})
+
+    def impair(self, loss: float, delay_ms: int) -> None:
+        """Loss and delay on every packet a node sends (each crosses one such link)."""
+        commands: dict[int, list[tuple[list[str], str | None]]] = {}
+        for i in range(self.count):
+            ns, dev = self.namespace(i), self.node_end(i)
+            if self.loss_by == "nftables":
+                argv = ["ip", "netns", "exec", ns, "nft", "-f", "-"]
+                commands[i] = [(argv, nft_loss_rules(dev, loss))]
+            else:
+                argv = ["tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", "netem"]
+                argv += ["loss", f"{loss * 100:g}%", "delay", f"{delay_ms}ms"]
+                commands[i] = [(argv, None)]
+        self.impaired = True
+        self._each(commands)
+
+    def unimpair(self) -> None:
+        if not self.impaired:
+            return
+        for i in range(self.count):
+            ns = self.namespace(i)
+            if self.loss_by == "nftables":
+                _quiet(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", NFT_TABLE])
+            else:
+                _quiet(["tc", "-n", ns, "qdisc", "del", "dev", self.node_end(i), "root"])
+        self.impaired = False
+
+    def leftovers(self) -> list[str]:
+        """This run's namespaces and interfaces still on the machine."""
+        left = []
+        try:
+            for line in net_command(["ip", "netns", "list"]).splitlines():
+                name = line.split()[0] if line.split() else ""
+                if self.suffix in name:
+                    left.append(f"netns {name}")
+            for line in net_command(["ip", "-o", "link", "show"]).splitlines():
+                parts = line.split(":")
+                name = parts[1].strip().split("@")[0] if len(parts) > 1 else ""
+                if self.suffix in name:
+                    left.append(f"link {name}")
+        except NetError as exc:
+            left.append(f"unknown ({exc})")
+        return sorted(left)
+
+    def destroy(self, timeout: float = 15.0) -> list[str]:
+        """Remove every namespace and interface of this run (the nodes' processes must
+        be gone: a process keeps its namespace alive); returns what is still there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self.leftovers()
+            if not left or time.monotonic() > deadline:
+                return left
+            for item in left:
+                kind, _, name = item.partition(" ")
+                if kind == "netns":
+                    _quiet(["ip", "netns", "del", name])
+                elif kind == "link":
+                    _quiet(["ip", "link", "del", name])  # a veth's peer goes with it
+            # A namespace's interfaces go a moment after the namespace itself.
+            time.sleep(0.2)
 
 
 # --- running -------------------------------------------------------------------------------------
