@@ -35,6 +35,7 @@ import random
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,7 @@ from protocols import link, wire
 from protocols.secure import Channel, Handshake, SecureError, parse_key
 
 MAX_BACKOFF = 5.0  # seconds between reconnection attempts, at most
+SEEN_IDS = 10_000  # event ids remembered to drop a second delivery (an hour at 3/s)
 
 
 class AntennaError(Exception):
@@ -161,6 +163,9 @@ class Antenna:
         self._stopping = threading.Event()
         self.delivery: link.Delivery | None = None  # the event being dispatched
         self._fired: dict[str, Any] = {}  # event name -> the last payload dispatched
+        # Ids of the events lately dispatched: a node whose Gossip restarted delivers the
+        # last ones again (its neighbours re-announce them), and a user sees each once.
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
 
     # -- connection -----------------------------------------------------------------------
 
@@ -406,6 +411,12 @@ class Antenna:
             return
         if type(frame) is not link.Delivery:
             return
+        if frame.name != "data":
+            if frame.id in self._seen:
+                return
+            self._seen[frame.id] = None
+            if len(self._seen) > SEEN_IDS:
+                self._seen.popitem(last=False)
         payload = msgpack.unpackb(frame.data, raw=False)
         self.delivery = frame  # which event the callbacks are running for
         if frame.name == "data":

@@ -132,3 +132,19 @@ def test_an_antenna_fails_over_when_its_node_dies_and_misses_no_target_change(of
         print(f"back with the missed change {back:.2f} s after the SIGKILL")
     finally:
         antenna.stop()
+
+
+def test_an_event_delivered_twice_reaches_the_callback_once() -> None:
+    # What a node whose Gossip restarted does: its neighbours announce recent ids again.
+    import msgpack
+
+    from protocols import link
+
+    antenna = Antenna("127.0.0.1", 1)
+    got = []
+    antenna.on("door")(got.append)
+    first = link.Delivery("door", msgpack.packb("open"), "desk-1", b"\x01" * 16)
+    other = link.Delivery("door", msgpack.packb("open"), "desk-1", b"\x02" * 16)
+    for frame in (first, first, other, first):
+        antenna._dispatch(frame)
+    assert got == ["open", "open"]  # two events with the same payload, each once
