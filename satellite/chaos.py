@@ -2,7 +2,7 @@
 
     satellite chaos [--nodes N | --attach HOST:PORT] [--duration SECONDS] [--seed S]
                     [--kill-actors RATE] [--kill-nodes RATE] [--partition] [--loss P]
-                    [--delay MS] [--report FILE]
+                    [--delay MS] [--net {auto,netns,hooks}] [--report FILE]
 
 It starts N real nodes on 127.0.0.1 (``bench.cluster``; data dirs and logs in a temporary
 directory), or attaches to a running office, and for ``--duration`` seconds runs a
@@ -16,10 +16,18 @@ workload while it injects faults on a schedule drawn from ``random.Random(seed)`
   launcher then exits and is restarted, as systemd would);
 - ``--kill-nodes RATE``: SIGKILL every process of a node and restart it on the same data
   dir 1-5 s later, at most ceil(N/3) nodes down at once;
-- ``--partition``: about every 20 s, two random halves cut apart for 5-10 s through the
-  node's block hook (``antenna.block``; no network namespaces needed);
-- ``--loss P`` / ``--delay MS``: every node drops that share of its outgoing peer messages
-  and delays the rest (``antenna.faults``) for the whole fault phase.
+- ``--partition``: about every 20 s, two random halves cut apart for 5-10 s;
+- ``--loss P`` / ``--delay MS``: every node drops that share of what it sends to its
+  peers and delays the rest, for the whole fault phase.
+
+Where the machine allows it (root, ``ip netns``, ``tc``; ``--net auto``, the default, or
+``--net netns``) and the harness starts the nodes, the network faults are the kernel's:
+each node runs in a network namespace of its own on a bridge (``NetLab``), a partition
+is unreachable routes between the halves plus ``ss -K`` on their live links, and loss and
+delay are ``tc netem`` on each node's link (loss by nftables where the kernel has no
+netem). Elsewhere (``--attach``, not root, ``--net hooks``) they go through the node's
+own hooks: a partition through Membership's block list (``antenna.block``), loss and
+delay in the PeerWorkers' send path (``antenna.faults``); the report says which, and why.
 
 Then it heals everything, waits for convergence and checks: every acknowledged event was
 delivered by every node that stayed up from its publication on (read from each node's
@@ -467,7 +475,12 @@ class Report:
     seed: int
     duration: float
     options: dict
-    partition_method: str = PARTITION_METHOD
+    partition_method: str = PARTITION_METHOD  # "netns" (the kernel) or "block-hook"
+    net_mode: str = "hooks"  # where network faults go: "netns" or "hooks"
+    net_reason: str = ""  # one line: why hooks, or what the kernel does
+    loss_method: str = "hook"  # "netem", "nftables" or "hook"
+    network: dict = field(default_factory=dict)  # netns mode: bridge, subnet, namespaces
+    net_leftovers: list = field(default_factory=list)  # this run's namespaces/links still there
     faults: dict = field(default_factory=dict)  # kind -> how many were injected
     skipped: dict = field(default_factory=dict)  # kind -> how many the run could not inject
     actor_kills_by_role: dict = field(default_factory=dict)
@@ -525,8 +538,10 @@ class Report:
             f"satellite chaos: {len(self.nodes)} nodes ({self.mode}: {', '.join(self.nodes)}), "
             f"{self.duration:g} s, seed {self.seed}",
             f"  faults injected    {injected}",
-            f"  network faults     loss {loss:g}, delay {delay} ms; partitions by "
-            f"{self.partition_method}",
+            f"  network faults     loss {loss:g}, delay {delay} ms"
+            + (f" (by {self.loss_method})" if loss or delay else "")
+            + f"; partitions by {self.partition_method}",
+            f"  injected through   {self.net_mode}: {self.net_reason or 'as asked'}",
             f"  actor kills        {_counts(self.actor_kills_by_role) or 'none'}"
             + (
                 f" (pids from: {_counts(self.pid_sources)})"
@@ -597,6 +612,9 @@ class Report:
         if self.mode == "cluster":
             left = ", ".join(str(p) for p in self.leftovers) if self.leftovers else "none"
             lines.append(f"  processes left     {left}")
+            if self.net_mode == "netns":
+                net_left = ", ".join(self.net_leftovers) if self.net_leftovers else "none"
+                lines.append(f"  namespaces left    {net_left}")
         if self.work_dir:
             lines.append(f"  data dirs and logs {self.work_dir}")
         verdict = "PASS" if self.ok else f"FAIL: {self.reason()}"
@@ -733,7 +751,7 @@ def detect_netns() -> NetSupport:
             netem = True
         except NetError as exc:
             netem = False
-            missing.append(f"no sch_netem ({str(exc).rpartition(': ')[2]})")
+            missing.append(f"no sch_netem in this kernel (tc: {str(exc).rpartition(': ')[2]})")
         nft = False
         if not netem:
             nft = shutil.which("nft") is not None and _quiet(
@@ -872,24 +890,28 @@ class NetLab:
             )
             net_command(["ip", "-n", ns, "-batch", "-"], batch)
 
-    def _each(self, commands: Mapping[int, list[tuple[list[str], str | None]]]) -> None:
+    def _each(
+        self, commands: Mapping[int, list[tuple[list[str], str | None]]]
+    ) -> dict[int, list[str]]:
         """Run each namespace's commands in order, the namespaces side by side (the
-        schedule waits on this); NetError with the first complaint."""
+        schedule waits on this): their outputs, or NetError with the first complaint."""
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="chaos-net") as pool:
-            futures = [
-                pool.submit(lambda cmds: [net_command(a, s) for a, s in cmds], cmds)
-                for cmds in commands.values()
-            ]
-        errors = [f.exception() for f in futures if f.exception() is not None]
+            futures = {
+                i: pool.submit(lambda cmds: [net_command(a, s) for a, s in cmds], cmds)
+                for i, cmds in commands.items()
+            }
+        errors = [f.exception() for f in futures.values() if f.exception() is not None]
         if errors:
             raise NetError(str(errors[0]))
+        return {i: f.result() for i, f in futures.items()}
 
-    def cut(self, halves: tuple[Iterable[int], Iterable[int]]) -> None:
+    def cut(self, halves: tuple[Iterable[int], Iterable[int]]) -> int:
         """Partition: neither half reaches the other. An unreachable route in each
         namespace for every address of the other half makes new connections fail at
         once (EHOSTUNREACH); live TCP links would not notice a silent cut for a long time
         (keepalive probes only an idle link, and ours carry gossip several times a
-        second; app pings are 45 s apart), so `ss -K` then closes them, on both ends."""
+        second; app pings are 45 s apart), so `ss -K` then closes them, on both ends.
+        Returns how many sockets it closed (each link counts at both ends)."""
         a, b = (list(h) for h in halves)
         commands: dict[int, list[tuple[list[str], str | None]]] = {}
         for mine, theirs in ((a, b), (b, a)):
@@ -904,7 +926,9 @@ class NetLab:
                     (["ip", "-n", ns, "-batch", "-"], routes),
                     (["ip", "netns", "exec", ns, "ss", "-K", "-t", "-n", *match.split()], None),
                 ]
-        self._each(commands)
+        outputs = self._each(commands)
+        # `ss -K` lists what it closed under a header line.
+        return sum(max(0, len(out[1].strip().splitlines()) - 1) for out in outputs.values())
 
     def mend(self) -> None:
         """Heal a partition: the unreachable routes go (links are then dialled again)."""
@@ -1008,9 +1032,14 @@ class Interrupted(Exception):
 
 
 class Chaos:
-    def __init__(self, args: argparse.Namespace, keyring: list[bytes]) -> None:
+    def __init__(
+        self, args: argparse.Namespace, keyring: list[bytes], plan: NetPlan | None = None
+    ) -> None:
         self.args = args
         self.keyring = keyring
+        self.plan = plan or NetPlan("hooks", "--net hooks")
+        self.net: NetLab | None = None  # the namespaces, once made (netns mode)
+        self.net_left: list[str] = []  # what of them outlived the run
         self.members: list[Member] = []
         self.lock = threading.RLock()  # members' states, the records
         self.t0 = time.monotonic()
@@ -1118,8 +1147,28 @@ class Chaos:
         args = self.args
         self.work_dir = Path(tempfile.mkdtemp(prefix=f"satellite-{args.prefix}-"))
         # Readings every second by default, so the state keeps moving while faults land.
-        flags = ("--read-interval", f"{args.read_interval:g}")
-        self.cluster = Cluster(self.work_dir, args.nodes, prefix=args.prefix, extra=lambda i: flags)
+        flags: tuple = ("--read-interval", f"{args.read_interval:g}")
+        where: dict[str, Any] = {}
+        if self.plan.mode == "netns":
+            self.net = NetLab(args.nodes, self.plan.loss_by)
+            self.net.create()
+            self.say(
+                f"{args.nodes} network namespaces on bridge {self.net.bridge} "
+                f"({self.net.subnet}), suffix {self.net.suffix}"
+            )
+            # Listening beyond loopback takes a cluster key; our antennas hold it too.
+            flags += ("--key-file", str(self._write_key()))
+            busy = ports_in_use_elsewhere()
+            where = {
+                "host": self.net.address,
+                "netns": self.net.namespace,
+                "taken": busy.__contains__,
+            }
+        self.cluster = Cluster(
+            self.work_dir, args.nodes, prefix=args.prefix, extra=lambda i: flags, **where
+        )
+        if self.net is not None:
+            self.keyring = self.cluster.nodes[0].keyring
         self.say(f"starting {args.nodes} nodes ({args.prefix}0..) in {self.work_dir}")
         for node in self.cluster.nodes:
             # Detached: a terminal's Ctrl-C reaches only us, and we stop them in order.
@@ -1127,7 +1176,7 @@ class Chaos:
             # parent-death signal follows the thread that started it.)
             node.start(detach=True)
             self.members.append(
-                Member(node.name, "127.0.0.1", node.client_port, node.peer, node=node)
+                Member(node.name, node.host, node.client_port, node.peer, node=node)
             )
         deadline = time.monotonic() + max(90.0, 15.0 * args.nodes)
         for m in self.members:
@@ -1137,6 +1186,21 @@ class Chaos:
                 f"{m.name} to answer on its client port",
             )
         self._wait(self.overlay_connected, deadline, "the overlay to connect every node")
+
+    def _write_key(self) -> Path:
+        """A new cluster key (as ``satellite keygen`` makes one), readable by root only."""
+        import base64
+        import secrets
+
+        from protocols.secure import KEY_BYTES
+
+        assert self.work_dir is not None
+        path = self.work_dir / "cluster.key"
+        key = base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(key + "\n")
+        return path
 
     def attach(self) -> None:
         host, port = self.args.attach
@@ -1490,18 +1554,40 @@ class Chaos:
 
     def partition(self, fault: Fault) -> None:
         a, b = ([self.members[i] for i in half] for half in fault.halves)
-        with self.lock:
-            for mine, theirs in ((a, b), (b, a)):
-                for m in mine:
-                    self.block[m.name] = [t.peer for t in theirs]
-                    m.wanted += 1
+        closed = 0
+        if self.net is not None:
+            # In the kernel: it holds for a node restarted meanwhile, with nothing to re-apply.
+            try:
+                closed = self.net.cut(fault.halves)
+            except NetError as exc:
+                self.skip("partition", str(exc))
+                try:
+                    self.net.mend()
+                except NetError:
+                    pass  # the heal tries again
+                return
+        else:
+            with self.lock:
+                for mine, theirs in ((a, b), (b, a)):
+                    for m in mine:
+                        self.block[m.name] = [t.peer for t in theirs]
+                        m.wanted += 1
         self.injected["partition"] += 1
         names = [[m.name for m in a], [m.name for m in b]]
-        self.note("partition", halves=names, length_s=fault.duration)
-        self.say(f"partition {names[0]} | {names[1]} for {fault.duration:.1f} s")
+        if self.net is not None:
+            self.note("partition", halves=names, length_s=fault.duration, sockets_closed=closed)
+            self.say(
+                f"partition {names[0]} | {names[1]} for {fault.duration:.1f} s "
+                f"(unreachable routes; {closed} live sockets closed)"
+            )
+        else:
+            self.note("partition", halves=names, length_s=fault.duration)
+            self.say(f"partition {names[0]} | {names[1]} for {fault.duration:.1f} s")
         self.settle()
 
     def unpartition(self) -> None:
+        if self.net is not None:
+            self.net.mend()
         with self.lock:
             self.block = {}
             for m in self.members:
@@ -1513,6 +1599,12 @@ class Chaos:
     def settle(self) -> None:
         """Tell every live node whose Membership needs it the block list and faults, each
         in a thread of its own (a slow node must not hold up the schedule)."""
+        if self.net is not None:
+            # The faults are the kernel's: the nodes' hooks stay off, nothing to tell them.
+            with self.lock:
+                for m in self.members:
+                    m.applied = m.wanted
+            return
         for m in self.live():
             with self.lock:
                 if m.settling or m.applied == m.wanted:
@@ -1586,6 +1678,9 @@ class Chaos:
     # -- the end: heal, converge, check -------------------------------------------------------
 
     def heal(self) -> float:
+        if self.net is not None:
+            self.net.mend()
+            self.net.unimpair()
         with self.lock:
             self.block = {}
             self.net_faults = None
@@ -1664,7 +1759,15 @@ class Chaos:
         return out
 
     def stop_everything(self) -> list[int]:
-        """Stop the nodes we started (SIGTERM, then SIGKILL by pid) and list what is left."""
+        """Stop the nodes we started (SIGTERM, then SIGKILL by pid) and list what is left;
+        then remove our namespaces, veths and bridge (what of them is left: ``net_left``)."""
+        try:
+            return self._stop_nodes()
+        finally:
+            if self.net is not None:
+                self.net_left = self.net.destroy()
+
+    def _stop_nodes(self) -> list[int]:
         if self.cluster is None:
             return []
         from bench.cluster import stop_nodes
@@ -1720,6 +1823,17 @@ class Chaos:
             "attach" if args.attach else "cluster", names, args.seed, args.duration, options
         )
         report.work_dir = str(self.work_dir) if self.work_dir else None
+        report.net_mode, report.net_reason = self.plan.mode, self.plan.why
+        if self.net is not None:
+            report.partition_method = "netns"
+            report.loss_method = self.plan.loss_by
+            report.network = {
+                "bridge": self.net.bridge,
+                "subnet": str(self.net.subnet),
+                "suffix": self.net.suffix,
+                "namespaces": [self.net.namespace(i) for i in range(self.net.count)],
+                "peers": {m.name: m.peer for m in self.members},
+            }
         self.report = report
         self.t0 = time.monotonic()  # the fault phase starts: every time is from here
         for m in self.members:
@@ -1730,7 +1844,13 @@ class Chaos:
             f"partitions planned over {args.duration:g} s"
         )
 
-        if args.loss or args.delay:
+        if (args.loss or args.delay) and self.net is not None:
+            self.net.impair(args.loss, args.delay)
+            self.say(
+                f"network faults on every node's link ({self.plan.loss_by}): loss "
+                f"{args.loss:g}, delay {args.delay} ms"
+            )
+        elif args.loss or args.delay:
             with self.lock:
                 self.net_faults = (args.loss, args.delay)
                 for m in self.members:
@@ -1856,6 +1976,8 @@ class Chaos:
             failures.append(f"target writes: {report.targets['problems'][0]}")
         if report.leftovers:
             failures.append(f"processes left behind: {report.leftovers}")
+        if report.net_leftovers:
+            failures.append(f"namespaces or interfaces left behind: {report.net_leftovers}")
         if report.recovery_s.get("not_recovered"):
             failures.append(f"actors not restarted: {report.recovery_s['not_recovered']}")
         report.failures = failures
@@ -1939,6 +2061,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_delay,
         default=0,
         help="milliseconds every outgoing peer message is held (default 0)",
+    )
+    parser.add_argument(
+        "--net",
+        choices=NET_CHOICES,
+        default="auto",
+        help="where partitions, loss and delay go: netns (each node in a network namespace "
+        "of its own, faults in the kernel: needs root, ip and tc, and nodes it starts), hooks "
+        "(the nodes' own fault hooks), or auto (netns where the machine allows it; default)",
     )
     parser.add_argument("--report", metavar="FILE", help="also write the report there as JSON")
     parser.add_argument(
@@ -2034,6 +2164,24 @@ def run(args: argparse.Namespace, antenna: Any = None) -> int:
             flush=True,
         )
         return 2
+    net = getattr(args, "net", "auto")
+    if net == "netns" and args.attach:
+        print(
+            "satellite: --net netns needs nodes the harness starts (it puts each in a "
+            "network namespace): not with --attach",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
+    # (The probe looked up now, not bound at import: tests put a stand-in in its place.)
+    plan = choose_net(
+        net, bool(args.attach), args.partition, args.loss, args.delay, detect=detect_netns
+    )
+    if net == "netns" and plan.mode != "netns":
+        print(
+            f"satellite: --net netns: not on this machine: {plan.why}", file=sys.stderr, flush=True
+        )
+        return 2
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1_000_000)
     keyring: list[bytes] = []
@@ -2041,7 +2189,7 @@ def run(args: argparse.Namespace, antenna: Any = None) -> int:
         from satellite.cli import read_keyring
 
         keyring = read_keyring(args.key_file)
-    chaos = Chaos(args, keyring)
+    chaos = Chaos(args, keyring, plan)
 
     def interrupted(signum: int, frame: Any) -> None:
         raise Interrupted(signal.Signals(signum).name)
@@ -2056,6 +2204,7 @@ def run(args: argparse.Namespace, antenna: Any = None) -> int:
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
         report.leftovers = chaos.stop_everything()
+        report.net_leftovers = list(chaos.net_left)
         chaos.verdict(report)
         status = 0 if report.ok else 1
     except (Interrupted, KeyboardInterrupt):
@@ -2063,20 +2212,36 @@ def run(args: argparse.Namespace, antenna: Any = None) -> int:
             signal.signal(sig, signal.SIG_IGN)
         chaos.cleanup()
         left = chaos.stop_everything()
+        left_behind = [*left, *chaos.net_left]
         print(
             "satellite: interrupted; stopped every node it started"
-            + (f" (left behind: {left})" if left else ""),
+            + (" and removed its namespaces" if chaos.net is not None else "")
+            + (f" (left behind: {left_behind})" if left_behind else ""),
             file=sys.stderr,
             flush=True,
         )
         return 130
-    except AntennaError as exc:
+    except (AntennaError, NetError) as exc:
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
         chaos.cleanup()
         chaos.stop_everything()
         logs = f" (logs in {chaos.work_dir})" if chaos.work_dir else ""
         print(f"satellite: chaos: {' '.join(str(exc).split())}{logs}", file=sys.stderr, flush=True)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: still stop and remove everything
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        chaos.cleanup()
+        left = chaos.stop_everything()
+        print(
+            f"satellite: chaos: unexpected error: {type(exc).__name__}: "
+            f"{' '.join(str(exc).split())} (stopped every node it started"
+            + (f"; left behind: {left} {chaos.net_left}" if left or chaos.net_left else "")
+            + ")",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     finally:
         for sig, handler in previous.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import signal
@@ -17,10 +18,12 @@ from bench.cluster import ROOT, running_cluster, wait_for
 from satellite import chaos
 from satellite.chaos import (
     Lost,
+    NetSupport,
     Publish,
     Write,
     actor_rows,
     check_targets,
+    choose_net,
     compare_states,
     expected_at,
     find_lost,
@@ -240,6 +243,72 @@ def test_bad_options_get_one_line_and_status_2():
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 
 
+# --- where network faults go: namespaces or hooks ---------------------------------------------
+
+
+def test_detection_says_in_one_line_why_it_falls_back_to_the_hooks(monkeypatch):
+    monkeypatch.setattr(chaos.os, "geteuid", lambda: 1000)
+    support = chaos.detect_netns()
+    assert not support.namespaces and support.reason == "not root (network namespaces need root)"
+    plan = choose_net("auto", False, True, 0.05, 0, detect=chaos.detect_netns)
+    assert plan.mode == "hooks" and plan.why == support.reason and "\n" not in plan.why
+
+    monkeypatch.setattr(chaos.os, "geteuid", lambda: 0)
+    real_which = chaos.shutil.which
+    monkeypatch.setattr(chaos.shutil, "which", lambda t: None if t == "tc" else real_which(t))
+    support = chaos.detect_netns()  # gives up before making any namespace
+    assert not support.namespaces and support.reason == "`tc` is not on PATH (iproute2)"
+
+
+def test_the_kernel_gets_the_faults_only_when_it_can_do_all_of_them():
+    def probe(**kwargs):
+        def detect():
+            probed.append(1)
+            return NetSupport(**kwargs)
+
+        return detect
+
+    probed: list = []
+    # Nothing to probe: attach, --net hooks, or no network fault asked.
+    assert choose_net("auto", True, True, 0.1, 0, detect=probe(namespaces=True)).mode == "hooks"
+    assert choose_net("hooks", False, True, 0.1, 0, detect=probe(namespaces=True)).mode == "hooks"
+    assert choose_net("auto", False, False, 0, 0, detect=probe(namespaces=True)).mode == "hooks"
+    assert probed == []
+    full = {"namespaces": True, "netem": True, "sock_kill": True}
+    plan = choose_net("auto", False, True, 0.1, 20, detect=probe(**full))
+    assert (plan.mode, plan.loss_by) == ("netns", "netem")
+    # No netem: loss by nftables, but no kernel delay (then every fault goes by the hooks).
+    nft = {"namespaces": True, "nft_loss": True, "sock_kill": True, "reason": "no sch_netem"}
+    plan = choose_net("auto", False, True, 0.1, 0, detect=probe(**nft))
+    assert (plan.mode, plan.loss_by) == ("netns", "nftables")
+    plan = choose_net("auto", False, False, 0, 20, detect=probe(**nft))
+    assert plan.mode == "hooks" and plan.why == "--delay needs sch_netem: no sch_netem"
+    # A kernel that cannot close live sockets cannot cut links: partitions by the hooks.
+    plan = choose_net("auto", False, True, 0, 0, detect=probe(namespaces=True, reason="no ss -K"))
+    assert plan.mode == "hooks" and "ss -K" in plan.why
+
+
+def test_net_netns_where_the_machine_does_not_allow_it_is_a_usage_error(monkeypatch, capsys):
+    from satellite.cli import build_parser
+
+    monkeypatch.setattr(chaos, "detect_netns", lambda: NetSupport(False, reason="not root"))
+    args = build_parser().parse_args(["chaos", "--nodes", "3", "--partition", "--net", "netns"])
+    assert chaos.run(args) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "satellite: --net netns: not on this machine: not root"
+    args = build_parser().parse_args(["chaos", "--attach", "127.0.0.1:1", "--net", "netns"])
+    assert chaos.run(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--attach" in line
+
+
+def ours_in_the_kernel(suffix: str) -> list[str]:
+    """This run's namespaces and interfaces still on the machine."""
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    return [line for line in (netns + links).splitlines() if suffix in line]
+
+
 # --- real drills ---------------------------------------------------------------------------------
 
 
@@ -284,9 +353,10 @@ def test_a_drill_killing_nodes_and_cutting_the_office_loses_nothing(tmp_path):
         tmp_path,
         "chaosb",
         *("--nodes", 4, "--duration", 25, "--kill-nodes", 0.1, "--partition", "--seed", 2),
+        *("--net", "hooks"),  # the fallback (the namespaces have a drill of their own)
     )
     assert data["faults"]["kill_node"] >= 1 and data["faults"]["partition"] >= 1
-    assert data["partition_method"] == "block-hook"
+    assert data["partition_method"] == "block-hook" and data["net_mode"] == "hooks"
     assert any(e["kind"] == "node_up" for e in data["timeline"])
 
 
@@ -364,3 +434,60 @@ def test_attached_to_a_running_office_it_kills_actors_and_leaves_it_healed(tmp_p
             20,
             "the three events after the drill everywhere",
         )
+
+
+def test_a_drill_in_network_namespaces_cuts_and_drops_in_the_kernel_and_loses_nothing(tmp_path):
+    plan = choose_net("netns", False, True, 0.05, 0, detect=chaos.detect_netns)
+    if plan.mode != "netns":
+        pytest.skip(f"no network namespaces here: {plan.why}")
+    planned = make_schedule(2, 4, 25, partition=True)
+    assert planned.count("partition")
+    data = drill(
+        tmp_path,
+        "chaosf",
+        *("--nodes", 4, "--duration", 25, "--partition", "--loss", 0.05, "--seed", 2),
+        *("--net", "netns"),
+    )
+    assert data["partition_method"] == "netns" and data["net_mode"] == "netns"
+    assert data["loss_method"] in ("netem", "nftables")
+    assert data["faults"]["partition"] >= 1
+    # The cut closed live links (the overlay was whole before it).
+    cuts = [e for e in data["timeline"] if e["kind"] == "partition"]
+    assert cuts and all(e["sockets_closed"] > 0 for e in cuts)
+    # Every node listened on its namespace's address.
+    subnet = ipaddress.ip_network(data["network"]["subnet"])
+    peers = data["network"]["peers"].values()
+    assert len(peers) == 4 and all(ipaddress.ip_address(p.split(":")[0]) in subnet for p in peers)
+    # Nothing of the run is left in the kernel.
+    suffix = data["network"]["suffix"]
+    assert data["net_leftovers"] == [] and ours_in_the_kernel(suffix) == []
+
+
+def test_ctrl_c_in_network_namespaces_removes_them_too(tmp_path):
+    plan = choose_net("netns", False, True, 0, 0, detect=chaos.detect_netns)
+    if plan.mode != "netns":
+        pytest.skip(f"no network namespaces here: {plan.why}")
+    proc = subprocess.Popen(
+        CHAOS + ["--prefix", "chaosg", "--nodes", "3", "--duration", "60", "--partition"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    suffix = None
+    try:
+        for line in proc.stdout:
+            found = re.search(r"suffix ([0-9a-f]{6})", line)
+            suffix = found.group(1) if found else suffix
+            if "planned over" in line:
+                break
+        assert suffix and ours_in_the_kernel(suffix), "the drill's namespaces are there"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130
+        assert "removed its namespaces" in proc.stderr.read()
+        wait_for(lambda: not ours("chaosg"), 10, "no process of the drill's nodes")
+        assert ours_in_the_kernel(suffix) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
