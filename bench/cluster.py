@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,21 +29,34 @@ ROOT = Path(__file__).resolve().parent.parent
 ADMIN_OFFSET = 20000
 
 
-def free_port_block(
-    count: int, start: int = 10000, taken: Callable[[int], bool] | None = None
-) -> int:
+def free_port_block(count: int, start: int = 10000) -> int:
     """A base port with ``count`` free peer ports, client ports (+1000) and admin ports
     (+20000). Kept below Linux's ephemeral range (32768 and up), where Thespian's own
-    actor sockets would otherwise take an admin port first. ``taken(port)``: more ports
-    to pass over (ones in use in other network namespaces, which a bind here cannot see)."""
+    actor sockets would otherwise take an admin port first."""
     base = start + (os.getpid() % 25) * 40
+    claimed = ports_of_running_nodes()
     for offset in range(0, 1000 - 40, 40):
         candidate = base + offset
         ports = [candidate + i for i in range(count)]
         ports += [p + 1000 for p in ports] + [p + ADMIN_OFFSET for p in ports]
-        if all(_free(p) and not (taken and taken(p)) for p in ports):
+        if all(_free(p) and p not in claimed for p in ports):
             return candidate
     raise RuntimeError("no free ports")
+
+
+_NODE_PORTS = re.compile(r"ActorAddr-\(T\|:(\d+)\)|--(?:bind|client|http)\s+\S*?:(\d+)")
+
+
+def ports_of_running_nodes() -> set[int]:
+    """The peer, client and admin ports of every node running on this machine, read from
+    their command lines: a node in another network namespace holds its ports where a bind
+    here cannot see them, yet an admin port must be unique machine-wide (a node's
+    processes are found, and run_node.py stops what is left of one, by it)."""
+    ports: set[int] = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        for match in _NODE_PORTS.finditer(" ".join(proc.info["cmdline"] or [])):
+            ports.add(int(match.group(1) or match.group(2)))
+    return ports
 
 
 def ports_free(ports: Iterable[int]) -> bool:
@@ -272,13 +286,12 @@ class Cluster:
         extra: Callable[[int], tuple] | None = None,
         host: Callable[[int], str] | None = None,
         netns: Callable[[int], str | None] | None = None,
-        taken: Callable[[int], bool] | None = None,
     ) -> None:
         """``count`` nodes joining through the first; ``extra(i)``: more flags for node i;
         ``host(i)`` and ``netns(i)``: its address and network namespace (default 127.0.0.1
-        in ours); ``taken``: ports to pass over (see ``free_port_block``)."""
+        in ours)."""
         # Node ids name processes (satellite[<id>]): distinct prefixes keep clusters apart.
-        self.base = free_port_block(count, taken=taken)
+        self.base = free_port_block(count)
         self.nodes: list[Node] = []
         seed = f"{host(0) if host else '127.0.0.1'}:{self.base}"
         for i in range(count):

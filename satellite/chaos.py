@@ -4,9 +4,10 @@
                     [--kill-actors RATE] [--kill-nodes RATE] [--partition] [--loss P]
                     [--delay MS] [--net {auto,netns,hooks}] [--report FILE]
 
-It starts N real nodes on 127.0.0.1 (``bench.cluster``; data dirs and logs in a temporary
-directory), or attaches to a running office, and for ``--duration`` seconds runs a
-workload while it injects faults on a schedule drawn from ``random.Random(seed)``:
+It starts N real nodes on 127.0.0.1, or each in a network namespace of its own (below)
+(``bench.cluster``; data dirs and logs in a temporary directory), or attaches to a running
+office, and for ``--duration`` seconds runs a workload while it injects faults on a
+schedule drawn from ``random.Random(seed)``:
 
 - the workload: events published from random nodes (5/s, name ``chaos``), target writes
   from random nodes (1/s over three ``chaos-*`` names), sensor readings (the nodes do that);
@@ -751,7 +752,8 @@ def detect_netns() -> NetSupport:
             netem = True
         except NetError as exc:
             netem = False
-            missing.append(f"no sch_netem in this kernel (tc: {str(exc).rpartition(': ')[2]})")
+            complaint = str(exc).rpartition(": ")[2].rstrip(".")
+            missing.append(f"no sch_netem in this kernel (tc: {complaint})")
         nft = False
         if not netem:
             nft = shutil.which("nft") is not None and _quiet(
@@ -802,9 +804,9 @@ def choose_net(
     if loss and not (support.netem or support.nft_loss):
         return NetPlan("hooks", f"--loss needs sch_netem or nftables: {support.reason}", support)
     loss_by = ("netem" if support.netem else "nftables") if loss else "hook"
-    why = "root, ip netns, tc" + (f"; loss by {loss_by}" if loss else "")
-    if support.reason:
-        why += f" ({support.reason})"
+    why = "one namespace per node (root, ip netns and tc allow it)"
+    if loss:
+        why += f"; loss by {loss_by}" + (f": {support.reason}" if support.reason else "")
     return NetPlan("netns", why, support, loss_by if loss else "none")
 
 
@@ -827,18 +829,6 @@ def pick_subnet(rng: random.Random | None = None) -> ipaddress.IPv4Network:
         if not any(net.overlaps(u) for u in used if u.version == 4):
             return net
     raise NetError("no free 10.x.y.0/24 for the nodes' bridge")
-
-
-def ports_in_use_elsewhere() -> set[int]:
-    """The peer, client and admin ports of every node running on this machine, in any
-    network namespace: a port bound in another namespace looks free from ours, yet an
-    admin port must be unique machine-wide (nodes are found, and stopped, by it)."""
-    ports: set[int] = set()
-    pattern = re.compile(r"ActorAddr-\(T\|:(\d+)\)|--(?:bind|client|http)\s+\S*?:(\d+)")
-    for proc in psutil.process_iter(["cmdline"]):
-        for match in pattern.finditer(" ".join(proc.info["cmdline"] or [])):
-            ports.add(int(match.group(1) or match.group(2)))
-    return ports
 
 
 class NetLab:
@@ -1158,12 +1148,7 @@ class Chaos:
             )
             # Listening beyond loopback takes a cluster key; our antennas hold it too.
             flags += ("--key-file", str(self._write_key()))
-            busy = ports_in_use_elsewhere()
-            where = {
-                "host": self.net.address,
-                "netns": self.net.namespace,
-                "taken": busy.__contains__,
-            }
+            where = {"host": self.net.address, "netns": self.net.namespace}
         self.cluster = Cluster(
             self.work_dir, args.nodes, prefix=args.prefix, extra=lambda i: flags, **where
         )
