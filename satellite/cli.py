@@ -420,7 +420,8 @@ def _chaos_arguments(parser: argparse.ArgumentParser) -> None:
 @command(
     "chaos",
     "Crash-injection drill: kill actors and nodes, cut the office, then check",
-    "Start N nodes on 127.0.0.1 (or --attach to a running office), run a workload of\n"
+    "Start N nodes on 127.0.0.1 (each in a network namespace of its own when run as root\n"
+    "with ip and tc, see --net; or --attach to a running office), run a workload of\n"
     "events and target writes, and meanwhile SIGKILL actors (--kill-actors RATE) and\n"
     "whole nodes (--kill-nodes RATE, restarted 1-5 s later), cut the office in two\n"
     "(--partition) and drop or delay peer messages (--loss, --delay), on a schedule\n"
