@@ -55,11 +55,13 @@ def loopback_only() -> None:
     transport.DEFAULT_MAX_TRANSMIT_PERIOD = timedelta(seconds=10)
     # Only 20 sends may be under way at once by default; sends to a dead actor hold their
     # slot until they expire, so 20 of them (Gossip pushing to a killed connection
-    # worker) stalled every other send of the actor for 10 s. Slots are sockets: 256 is
-    # well inside a Pi's default limit of 1024 descriptors.
+    # worker) stalled every other send of the actor for 10 s. More is not free either:
+    # Thespian walks every send under way on each turn of its loop. 128 measured best
+    # (10 nodes, 20 events/s: time-to-all p50 41-72 ms at 64-256, 453 ms at 20), and is
+    # well inside a Pi's default limit of 1024 descriptors (a slot is a socket).
     from thespian.system.transport import asyncTransportBase
 
-    asyncTransportBase.MAX_PENDING_TRANSMITS = 256
+    asyncTransportBase.MAX_PENDING_TRANSMITS = 128
     os.environ["THESPIAN_BASE_IPADDR"] = "127.0.0.1"
     original = IPBase.IPActorAddress.__init__
 
