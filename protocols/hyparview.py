@@ -142,9 +142,10 @@ class Config:
     passive_size: int = 30
     arwl: int = 6  # active random walk length (FORWARD_JOIN ttl)
     prwl: int = 3  # passive random walk length: at this ttl the joiner enters the passive view
-    # DESIGN starts from 10 s; every shuffle reply is a temporary connection, a process
-    # on each end here, so 30 s (Serf's push-pull interval) for an office-sized overlay.
-    shuffle_interval: float = 30.0
+    # DESIGN's 10 s. Every shuffle reply costs a temporary connection (a process on each
+    # end here), but at 30 s the passive views went stale: after 80% of 1000 nodes
+    # crashed, reliability fell from 0.999 to 0.97-0.98 and never healed (simulator).
+    shuffle_interval: float = 10.0
     shuffle_active: int = 3
     shuffle_passive: int = 4
     shuffle_ttl: int = 6
