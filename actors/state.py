@@ -104,8 +104,7 @@ class State(SatelliteActor):
         self.data_dirty = False
         self.data_wanted = False  # does any client of this node follow "data"?
         self.data_sent = 0.0  # monotonic time of the last "data" event
-        self.entry_timer = False  # a "node" wakeup is pending
-        self.entry_due = 0.0  # when it fires (monotonic)
+        self.entry_due: float | None = None  # when the pending "node" wakeup fires
         self.entry_written = -NODE_ENTRY_EVERY  # monotonic time of the last write
         self.wakeupAfter(timedelta(seconds=ANTI_ENTROPY * (0.5 + self.rng.random())), "ae")
         self.wakeupAfter(timedelta(seconds=self.prune_every()), "prune")
@@ -170,8 +169,8 @@ class State(SatelliteActor):
             self.data_timer = False
             self.send_data()
         elif isinstance(what, tuple) and what[0] == "node":
-            if self.entry_timer and what[1] == self.entry_due:  # not one brought forward
-                self.entry_timer = False
+            if what[1] == self.entry_due:  # not one that was brought forward
+                self.entry_due = None
                 self.write_node_entry()
         elif what == "prune":
             self.prune_departed()
@@ -237,9 +236,8 @@ class State(SatelliteActor):
         since = time.monotonic() - self.entry_written
         wait = max(NODE_ENTRY_DELAY, every - since)
         due = time.monotonic() + wait
-        if self.entry_timer and self.entry_due <= due:
+        if self.entry_due is not None and self.entry_due <= due:
             return
-        self.entry_timer = True
         self.entry_due = due
         self.wakeupAfter(timedelta(seconds=wait), ("node", due))
 

@@ -54,6 +54,11 @@ def supervisor(id: str, flags: dict, children: list[dict], args: dict | None = N
     }
 
 
+def only_if(condition: bool, spec: dict) -> list[dict]:
+    """``spec`` as a one-child list when ``condition`` holds, else none (to splice in)."""
+    return [spec] if condition else []
+
+
 def node_tree(config: dict[str, Any]) -> dict:
     """The child spec of ``node_sup`` for one node's config."""
     peer = config["peer"]
@@ -80,27 +85,21 @@ def node_tree(config: dict[str, Any]) -> dict:
                 },
             ),
             # A process each, so only when there is something to read (not with "none").
-            *(
-                [
-                    worker(
-                        "network_scanner",
-                        "actors.sensing.NetworkScanner",
-                        {"scan": config["network_scan"], "interval": config["read_interval"]},
-                    )
-                ]
-                if config["network_scan"] != "none"
-                else []
+            *only_if(
+                config["network_scan"] != "none",
+                worker(
+                    "network_scanner",
+                    "actors.sensing.NetworkScanner",
+                    {"scan": config["network_scan"], "interval": config["read_interval"]},
+                ),
             ),
-            *(
-                [
-                    worker(
-                        "sensor",
-                        "actors.sensing.SensorReader",
-                        {"sensor": config["sensor"], "interval": config["read_interval"]},
-                    )
-                ]
-                if config["sensor"] != "none"
-                else []
+            *only_if(
+                config["sensor"] != "none",
+                worker(
+                    "sensor",
+                    "actors.sensing.SensorReader",
+                    {"sensor": config["sensor"], "interval": config["read_interval"]},
+                ),
             ),
             supervisor(
                 "peer_workers",
@@ -127,16 +126,13 @@ def node_tree(config: dict[str, Any]) -> dict:
                 role="ClientGateway",
             ),
             # Last: a client of the gateway above, like any other Antenna (issue 5).
-            *(
-                [
-                    worker(
-                        "dashboard",
-                        "actors.dashboard.Dashboard",
-                        {"http": config["http"], "client": config["client"]},
-                    )
-                ]
-                if config.get("http")
-                else []
+            *only_if(
+                bool(config.get("http")),
+                worker(
+                    "dashboard",
+                    "actors.dashboard.Dashboard",
+                    {"http": config["http"], "client": config["client"]},
+                ),
             ),
         ],
         {"name": "node_sup", "launcher_pid": config.get("launcher_pid")},
