@@ -37,7 +37,6 @@ stopped by pid; exit status 1 if any process is left.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import statistics
@@ -318,10 +317,10 @@ def run(args: argparse.Namespace, tmp: Path, out: dict) -> None:
     if args.key:
         # Every link sealed (ChaCha20-Poly1305): what encryption costs is this run's
         # figures beside those of a run without --key.
-        from protocols.secure import KEY_BYTES
+        from protocols.secure import KEY_BYTES, format_key
 
         key_file = tmp / "cluster.key"
-        key_file.write_text(base64.b64encode(os.urandom(KEY_BYTES)).decode() + "\n")
+        key_file.write_text(format_key(os.urandom(KEY_BYTES)) + "\n")
         keyed = ("--key-file", str(key_file))
 
     def flags(i: int) -> tuple:

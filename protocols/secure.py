@@ -87,6 +87,14 @@ register(
 register("auth_proof", AuthProof, [("proof", "proof", Blob(32, 32))])
 
 
+def format_key(key: bytes) -> str:
+    """A key's text, as ``satellite keygen`` prints it and ``parse_key`` reads it. (The
+    bytes come from the caller: this module draws no randomness of its own.)"""
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"a cluster key is {KEY_BYTES} bytes, this one {len(key)}")
+    return base64.b64encode(key).decode("ascii")
+
+
 def parse_key(text: str) -> bytes:
     """A key as ``satellite keygen`` prints it (base64 of 32 bytes) -> the bytes."""
     try:

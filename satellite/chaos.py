@@ -1174,14 +1174,13 @@ class Chaos:
 
     def _write_key(self) -> Path:
         """A new cluster key (as ``satellite keygen`` makes one), readable by root only."""
-        import base64
         import secrets
 
-        from protocols.secure import KEY_BYTES
+        from protocols.secure import KEY_BYTES, format_key
 
         assert self.work_dir is not None
         path = self.work_dir / "cluster.key"
-        key = base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii")
+        key = format_key(secrets.token_bytes(KEY_BYTES))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(key + "\n")

@@ -19,7 +19,6 @@ usage error, 1 for a node that cannot be reached or refuses.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import math
 import os
@@ -34,6 +33,7 @@ from typing import Any, NoReturn
 
 from loguru import logger
 
+from protocols.secure import KEY_BYTES, format_key
 from satellite.antenna import Antenna, AntennaError, NodeUnreachable
 
 DEFAULT_NODE = "127.0.0.1:8000"
@@ -381,7 +381,7 @@ def watch_command(args: argparse.Namespace, antenna: Antenna | None) -> int:
     needs_node=False,
 )
 def keygen_command(args: argparse.Namespace, antenna: Antenna | None) -> int:
-    key = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+    key = format_key(secrets.token_bytes(KEY_BYTES))
     out(dumps({"key": key}, indent=2) if args.format == "json" else key)
     return 0
 

@@ -14,6 +14,7 @@ from protocols.secure import (
     Handshake,
     SecureError,
     WrongKey,
+    format_key,
     key_id,
     parse_key,
     parse_keyring,
@@ -140,3 +141,10 @@ def test_keys_parse_as_keygen_prints_them():
         with pytest.raises(ValueError):
             parse_keyring(bad)
     assert key_id(K1) != key_id(K2) and len(key_id(K1)) == 8
+
+
+def test_a_formatted_key_parses_back_and_a_short_one_is_refused():
+    key = bytes(range(32))
+    assert parse_key(format_key(key)) == key
+    with pytest.raises(ValueError):
+        format_key(b"short")
