@@ -20,6 +20,7 @@ from actors.overlay import (
     ClientGone,
     ControlRequest,
     Deliveries,
+    OpenPipe,
     PublishEvent,
     Query,
     SubscribeClient,
@@ -55,7 +56,7 @@ class ClientWorker(Connection):
         self.pending: dict[int, dict] = {}  # token -> {"req", "what", "parts"}
         super().init(args)
 
-    def on_frame(self, msg: Any) -> None:
+    def on_frame(self, msg: Any, frame: bytes) -> None:
         kind = type(msg)
         if not self.greeted:
             if kind is AuthHello:
@@ -71,7 +72,10 @@ class ClientWorker(Connection):
                 self.write(wire.encode(link.Welcome(link.PROTOCOL_VERSION, self.node_id, peer)))
             return
         if kind is link.Subscribe:
-            self.send(self.context["gossip"], SubscribeClient(msg.names, self.myAddress))
+            gossip = self.context["gossip"]
+            if self.pipe is None:  # what the client subscribes to comes through it
+                self.send(gossip, OpenPipe(self.myAddress, self.open_pipe(), None))
+            self.send(gossip, SubscribeClient(msg.names, self.myAddress))
         elif kind is link.Publish:
             if msg.name in RESERVED:
                 self.reply(msg.req, False, f"{msg.name!r} is reserved for the office state")
@@ -81,6 +85,9 @@ class ClientWorker(Connection):
                     msg.req, False, f"event data of {len(msg.data)} bytes; at most {MAX_EVENT}"
                 )
                 return
+            # An actor message, not the pipe: a client that publishes and leaves at once
+            # takes its worker and the worker's end of a new pipe with it, before
+            # Gossip could take the other end.
             self.send(self.context["gossip"], PublishEvent(msg.name, msg.data))
             self.reply(msg.req, True, None)
         elif kind is link.SetTarget:
@@ -151,7 +158,7 @@ class ClientWorker(Connection):
 
     def on_actor_message(self, msg: Any, sender: Any) -> None:
         if isinstance(msg, Deliveries):
-            self.write(b"".join(wire.encode(delivery) for delivery in msg.batch))
+            self.write(msg.frames)
         elif isinstance(msg, Answer):
             token, name = msg.token
             entry = self.pending.get(token)

@@ -17,10 +17,10 @@ from datetime import timedelta
 from typing import Any
 
 from loguru import logger
-from thespian.actors import WakeupMessage
+from thespian.actors import WakeupMessage, WatchMessage
 
 from actors.base import SatelliteActor
-from actors.connection import Connection, SendFrames, StartWorker
+from actors.connection import Connection, Pipe, SendFrames, StartWorker
 from protocols import hyparview, link, plumtree, wire
 from protocols.events import (
     Broadcast,
@@ -56,10 +56,29 @@ class DeltaArrived:
 
 
 class Deliveries:
-    """To a ClientWorker: the events of one Gossip step it subscribed to, in order."""
+    """To a ClientWorker without a pipe: the frames of the events of one Gossip step it
+    subscribed to, in order."""
 
-    def __init__(self, batch: list) -> None:
-        self.batch = batch
+    def __init__(self, frames: bytes) -> None:
+        self.frames = frames
+
+
+class OpenPipe:
+    """From a connection worker to Gossip: the other end of its pipe (``Pipe.pair``),
+    and the peer it reaches (None: an Antenna's worker)."""
+
+    def __init__(self, worker: Any, handle: Any, peer: str | None) -> None:
+        self.worker, self.handle, self.peer = worker, handle, peer
+
+
+class PipeEnd:
+    """Gossip's end of one worker's pipe."""
+
+    __slots__ = ("pipe", "decoder", "peer", "key")
+
+    def __init__(self, pipe: Pipe, peer: str | None, key: str) -> None:
+        self.pipe, self.peer, self.key = pipe, peer, key
+        self.decoder = wire.FrameDecoder()
 
 
 class NotifyClients:
@@ -475,6 +494,9 @@ class Gossip(SatelliteActor):
         self.eager_told: tuple | None = None  # what State last heard
         self.deltas: list[bytes] = []  # this step's state deltas, for State
         self.for_clients: dict[str, tuple[Any, list]] = {}  # this step's, per subscriber
+        self.pipes: dict[int, PipeEnd] = {}  # fd -> a worker's pipe
+        self.pipe_of: dict[str, int] = {}  # str(worker address) -> fd of its pipe
+        self.flush_armed = False
         self.apply(self.pt.handle(time.monotonic(), TimerFired(plumtree.AntiEntropyTick())))
 
     def on_context(self) -> None:
@@ -494,18 +516,94 @@ class Gossip(SatelliteActor):
         self.on_message(now, msg, sender)
         self._tell_eager()
         self._pass_on()
+        self._flush_pipes()
 
     def _pass_on(self) -> None:
-        """What this step delivered goes on in one actor message per recipient."""
+        """What this step delivered goes on in one write or message per recipient."""
         if self.deltas:
             state = self.context.get("state")
             if state is not None:
                 self.send(state, DeltaArrived(self.deltas))
             self.deltas = []
         if self.for_clients:
-            for worker, batch in self.for_clients.values():
-                self.send(worker, Deliveries(batch))
+            for worker, frames in self.for_clients.values():
+                self.to_worker(worker, b"".join(frames), Deliveries)
             self.for_clients = {}
+
+    # -- pipes: the data path to and from the connection workers ----------------------------
+
+    def open_pipe(self, msg: OpenPipe) -> None:
+        try:
+            pipe = Pipe.take(msg.handle)
+        except OSError:
+            return  # the worker died before we took it: nothing to carry
+        key = str(msg.worker)
+        old = self.pipe_of.get(key)
+        if old is not None:
+            self.drop_pipe(old)
+        fd = pipe.fileno()
+        self.pipes[fd] = PipeEnd(pipe, msg.peer, key)
+        self.pipe_of[key] = fd
+        self.watching.append(fd)
+
+    def drop_pipe(self, fd: int) -> None:
+        end = self.pipes.pop(fd, None)
+        if end is None:
+            return
+        self.pipe_of.pop(end.key, None)
+        self.watching.remove(fd)
+        end.pipe.close()
+
+    def to_worker(self, worker: Any, frames: bytes, wrap: Any = SendFrames) -> None:
+        """Frames for a worker to write: through its pipe if it has one, else as an
+        actor message (a worker whose pipe is not here yet)."""
+        fd = self.pipe_of.get(str(worker))
+        if fd is None:
+            self.send(worker, wrap(frames))
+        elif not self.pipes[fd].pipe.write(frames):
+            self.drop_pipe(fd)  # the worker sees its pipe close and closes its link
+
+    def read_pipes(self, now: float, ready: list) -> None:
+        effects: list = []  # applied together: one batch per link for everything read
+        for fd in ready:
+            end = self.pipes.get(fd)
+            if end is None:
+                continue
+            try:
+                messages = end.decoder.feed(end.pipe.read())
+            except wire.WireError as exc:  # our own worker wrote it: a bug, not a peer
+                logger.error("[{}] Gossip: bad frame from a worker: {}", self.node_id, exc)
+                end.pipe.close()
+                messages = []
+            # A client's pipe only carries deliveries to it: reading tells when it closed.
+            for message in messages if end.peer is not None else ():
+                if type(message) in PLUMTREE:
+                    self.counters[f"plumtree_{type(message).__name__.lower()}_received"] += 1
+                    effects += self.pt.handle(now, Receive(end.peer, message))
+            if end.pipe.broken:
+                self.drop_pipe(fd)
+        self.apply(effects)
+
+    def _flush_pipes(self) -> None:
+        waiting = False
+        for fd, end in list(self.pipes.items()):
+            if end.pipe.outbox:
+                if not end.pipe.flush():
+                    self.drop_pipe(fd)
+                elif end.pipe.outbox:
+                    waiting = True
+        if waiting and not self.flush_armed:
+            self.flush_armed = True
+            self.wakeupAfter(timedelta(milliseconds=5), payload="flush-pipes")
+
+    def publish(self, now: float, name: str, data: bytes) -> list:
+        """Broadcast an event from one of our clients; the effects to apply."""
+        self.counters["plumtree_broadcasts"] += 1
+        self.counter += 1
+        seed = f"{self.node_id}/{os.getpid()}/{time.time_ns()}/{self.counter}".encode()
+        mid = hashlib.blake2b(seed, digest_size=16).digest()
+        payload = wire.encode(link.Event(name, data, self.node_id))
+        return self.pt.handle(now, Broadcast(mid, payload))
 
     def on_message(self, now: float, msg: Any, sender: Any) -> None:
         if isinstance(msg, FromPeer):
@@ -515,8 +613,15 @@ class Gossip(SatelliteActor):
                     self.counters[f"plumtree_{type(message).__name__.lower()}_received"] += 1
                     effects += self.pt.handle(now, Receive(msg.peer, message))
             self.apply(effects)
+        elif isinstance(msg, WatchMessage):
+            self.read_pipes(now, msg.ready)
         elif isinstance(msg, WakeupMessage):
-            self.apply(self.pt.handle(now, TimerFired(msg.payload)))
+            if msg.payload == "flush-pipes":
+                self.flush_armed = False  # handle() flushes after every message
+            else:
+                self.apply(self.pt.handle(now, TimerFired(msg.payload)))
+        elif isinstance(msg, OpenPipe):
+            self.open_pipe(msg)
         elif isinstance(msg, Link):
             if msg.worker is None:
                 self.links.pop(msg.peer, None)
@@ -527,18 +632,14 @@ class Gossip(SatelliteActor):
                 if new:
                     self.apply(self.pt.handle(now, NeighborUp(msg.peer)))
         elif isinstance(msg, PublishEvent):
-            self.counters["plumtree_broadcasts"] += 1
-            self.counter += 1
-            seed = f"{self.node_id}/{os.getpid()}/{time.time_ns()}/{self.counter}".encode()
-            mid = hashlib.blake2b(seed, digest_size=16).digest()
-            payload = wire.encode(link.Event(msg.name, msg.data, self.node_id))
-            self.apply(self.pt.handle(now, Broadcast(mid, payload)))
+            self.apply(self.publish(now, msg.name, msg.data))
         elif isinstance(msg, SubscribeClient):
             self.subscribers[str(msg.worker)] = (msg.worker, frozenset(msg.names))
-        elif isinstance(msg, ClientGone):
-            self.subscribers.pop(str(msg.worker), None)
-        elif isinstance(msg, WorkerExited):
-            self.subscribers.pop(str(msg.address), None)
+        elif isinstance(msg, (ClientGone, WorkerExited)):
+            key = str(msg.worker if isinstance(msg, ClientGone) else msg.address)
+            self.subscribers.pop(key, None)
+            if key in self.pipe_of:
+                self.drop_pipe(self.pipe_of[key])
         elif isinstance(msg, PublishDelta):
             self.counters["plumtree_broadcasts"] += 1
             self.counters["plumtree_state_deltas"] += 1
@@ -589,7 +690,7 @@ class Gossip(SatelliteActor):
             elif kind is Deliver:
                 self.deliver(effect)
         for worker, frames in batches.values():
-            self.send(worker, SendFrames(bytes(frames)))
+            self.to_worker(worker, bytes(frames))
 
     def deliver(self, effect: Deliver) -> None:
         self.counters["plumtree_delivered"] += 1
@@ -622,10 +723,13 @@ class Gossip(SatelliteActor):
     def notify(self, delivery: link.Delivery) -> None:
         # "*" is every event, but not the office-state stream "data" (ask for it by name).
         wildcard = delivery.name != "data"
+        frame = None  # encoded once for all who want it
         for key, (worker, names) in self.subscribers.items():
             if delivery.name in names or (wildcard and "*" in names):
                 self.counters["client_deliveries"] += 1
-                self.for_clients.setdefault(key, (worker, []))[1].append(delivery)
+                if frame is None:
+                    frame = wire.encode(delivery)
+                self.for_clients.setdefault(key, (worker, []))[1].append(frame)
 
 
 # --- PeerWorker ------------------------------------------------------------------------------
@@ -650,24 +754,29 @@ class PeerWorker(Connection):
         self.peer: str | None = None
         self.faults = Faults()
         self.rng = random.Random()
-        self.inbox: dict[str, list] = {}  # actor name -> frames of this read for it
+        self.inbox: dict[str, list] = {}  # actor name -> messages of this read for it
+        self.for_gossip = bytearray()  # Plumtree frames of this read, for the pipe
         super().init(args)
 
     def handle(self, msg: Any, sender: Any) -> None:
         if isinstance(msg, Faults):
             self.faults = msg
         elif isinstance(msg, SendFrames) and self.faults.active and msg.frames and not msg.close:
-            if self.rng.random() < self.faults.loss:
-                return  # lost on the way: Plumtree and anti-entropy must repair it
-            if self.faults.delay_ms:
-                later = timedelta(milliseconds=self.faults.delay_ms)
-                self.wakeupAfter(later, payload=("delayed", msg.frames))
-                return
-            super().handle(msg, sender)
+            self.from_pipe(msg.frames)
         elif isinstance(msg, WakeupMessage) and isinstance(msg.payload, tuple):
             self.write(msg.payload[1])  # a delayed batch, in the order it was sent
         else:
             super().handle(msg, sender)
+
+    def from_pipe(self, data: bytes) -> None:
+        if self.faults.active:
+            if self.rng.random() < self.faults.loss:
+                return  # lost on the way: Plumtree and anti-entropy must repair it
+            if self.faults.delay_ms:
+                later = timedelta(milliseconds=self.faults.delay_ms)
+                self.wakeupAfter(later, payload=("delayed", data))
+                return
+        self.write(data)
 
     def connect_failed(self, exc: OSError) -> None:
         membership = self.context.get("membership")
@@ -675,7 +784,7 @@ class PeerWorker(Connection):
             self.send(membership, PeerGone(self.init_args["connect"], self.myAddress))
         self.exit_normally()
 
-    def on_frame(self, msg: Any) -> None:
+    def on_frame(self, msg: Any, frame: bytes) -> None:
         kind = type(msg)
         if self.peer is None:
             if kind is not link.Hello or msg.version != link.PROTOCOL_VERSION:
@@ -691,16 +800,25 @@ class PeerWorker(Connection):
             self.remote = msg.peer
             self.greeted = True
             self.send(self.context["membership"], PeerUp(msg.peer, msg, self.myAddress))
+            gossip = self.context.get("gossip")
+            if gossip is not None:
+                self.send(gossip, OpenPipe(self.myAddress, self.open_pipe(), msg.peer))
         elif kind in HYPARVIEW:
             self.inbox.setdefault("membership", []).append(msg)
         elif kind in PLUMTREE:
-            self.inbox.setdefault("gossip", []).append(msg)
+            if self.pipe is not None:
+                self.for_gossip += frame  # as it came: Gossip decodes it once more
+            else:
+                self.inbox.setdefault("gossip", []).append(msg)
         elif kind in (link.StateDigest, link.StateEntries):
             self.inbox.setdefault("state", []).append(msg)
         elif kind is not link.Ping:
             self.close(f"{kind.__name__} has no business on a peer link", bad=True)
 
     def frames_read(self) -> None:
+        if self.for_gossip:
+            self.to_pipe(bytes(self.for_gossip))
+            self.for_gossip.clear()
         for name, messages in self.inbox.items():
             target = self.context.get(name)
             if target is not None:

@@ -511,6 +511,11 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[Any]:
         """Add bytes from the stream; return the messages completed by them, in order."""
+        return [message for message, _ in self.feed_frames(data)]
+
+    def feed_frames(self, data: bytes) -> list[tuple[Any, bytes]]:
+        """As ``feed``, with each message's whole frame beside it (to pass it on as it
+        came, without encoding it again)."""
         if self._error is not None:
             raise type(self._error)(f"decoder failed earlier: {self._error}")
         self._buffer += data
@@ -524,9 +529,9 @@ class FrameDecoder:
                 end = _PREFIX + length
                 if len(self._buffer) < end:
                     break
-                body = bytes(self._buffer[_PREFIX:end])
+                frame = bytes(self._buffer[:end])
                 del self._buffer[:end]
-                messages.append(decode(body, max_frame=self.max_frame))
+                messages.append((decode(frame[_PREFIX:], max_frame=self.max_frame), frame))
         except WireError as e:
             self._error = e
             self._buffer = bytearray()  # nothing in it can be used any more
@@ -536,6 +541,21 @@ class FrameDecoder:
     def pending(self) -> int:
         """Bytes buffered towards a frame not yet complete."""
         return len(self._buffer)
+
+
+def split_frames(buffer: bytearray) -> bytes:
+    """Take the whole frames at the front of ``buffer`` off it, undecoded (what is left
+    is the start of a frame still on its way). For trusted local streams only: the
+    lengths are not checked against a limit."""
+    end = 0
+    while len(buffer) - end >= _PREFIX:
+        length = int.from_bytes(buffer[end : end + _PREFIX], "big")
+        if len(buffer) - end - _PREFIX < length:
+            break
+        end += _PREFIX + length
+    frames = bytes(buffer[:end])
+    del buffer[:end]
+    return frames
 
 
 __all__ = [
@@ -570,4 +590,5 @@ __all__ = [
     "decode",
     "decode_frame",
     "FrameDecoder",
+    "split_frames",
 ]

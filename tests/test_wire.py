@@ -173,6 +173,27 @@ def test_frame_decoder_reassembles_any_split(msgs, data):
     assert decoder.pending() == 0
 
 
+@FUZZ
+@given(st.lists(messages, max_size=20), st.data())
+def test_whole_frames_come_out_as_they_went_in_whatever_the_split(msgs, data):
+    # feed_frames gives each message's frame as sent, split_frames cuts a local stream
+    # at frame boundaries: what a worker forwards is never half a frame.
+    frames = [encode(m) for m in msgs]
+    stream = b"".join(frames)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=30)))
+    decoder, buffer, split, fed = FrameDecoder(), bytearray(), [], []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        fed.extend(decoder.feed_frames(stream[start:end]))
+        buffer += stream[start:end]
+        whole = wire.split_frames(buffer)
+        check = FrameDecoder()
+        check.feed(whole)
+        assert check.pending() == 0  # whole frames only, nothing cut
+        split.append(whole)
+    assert fed == list(zip(msgs, frames, strict=True))
+    assert b"".join(split) == stream and not buffer
+
+
 def test_frame_decoder_byte_by_byte_reports_pending():
     framed = encode(Gossip(b"id", 1, b"payload"))
     decoder = FrameDecoder()
