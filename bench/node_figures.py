@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
             node = alive[1]
             roles = {}
-            for child_id in ("peer_listener", "client_gateway", "gossip", "membership"):
+            for child_id in ("listener", "gossip", "membership"):
                 row = find(tree_of(node), child_id)
                 t0 = time.monotonic()
                 os.kill(row["pid"], signal.SIGKILL)

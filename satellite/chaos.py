@@ -426,10 +426,9 @@ TITLES = {
     "SensorReader": "sensor",
     "Supervisor:peer_workers": "peer_workers",
     "PeerWorker": "peer_worker",
-    "Listener": "peer_listener",
     "Supervisor:client_workers": "client_workers",
     "ClientWorker": "client_worker",
-    "ClientGateway": "client_gateway",
+    "Listener": "listener",
     "Dashboard": "dashboard",
 }
 

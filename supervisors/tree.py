@@ -7,19 +7,21 @@
     ├── network_scanner   permanent   reads the ARP table (not with --network-scan none)
     ├── sensor            permanent   reads the temperature sensor (not with --sensor none)
     ├── peer_workers      supervisor  simple_one_for_one: one PeerWorker per TCP link (temporary)
-    ├── peer_listener     permanent   accepts on the peer port
     ├── client_workers    supervisor  simple_one_for_one: one ClientWorker per Antenna (temporary)
-    ├── client_gateway    permanent   accepts on the client port
+    ├── listener          permanent   accepts on the peer port and the client port
     └── dashboard         permanent   only with --http: the web page, an Antenna of the client port
 
 Why rest_for_one: each child depends on the ones before it and not on those after.
 Gossip's eager/lazy sets are derived from Membership's active view, so a Membership
 restart (its views are gone) must restart Gossip too; every connection worker sends
 to Membership and Gossip by address, so when either restarts, the links go down with
-them and HyParView rebuilds them from the passive view and the seeds. A listener or
-a worker dying touches nobody before it. Connection workers are temporary: a broken
-TCP connection is not restarted by the supervisor, it is a membership event, and
-HyParView decides whether to dial again. The two worker supervisors are
+them and HyParView rebuilds them from the passive view and the seeds. The listener
+or a worker dying touches nobody before it. One listener serves both ports, after both
+worker supervisors it hands sockets to: an actor is a process (about 5 MiB of a node's
+64 MiB budget, issue 8), and a listener only accepts. So a restart of either worker
+supervisor restarts it too, and both ports close for a moment. Connection workers
+are temporary: a broken TCP connection is not restarted by the supervisor, it is a
+membership event, and HyParView decides whether to dial again. The two worker supervisors are
 simple_one_for_one, OTP's pattern for many children of one kind started on demand.
 """
 
@@ -107,12 +109,6 @@ def node_tree(config: dict[str, Any]) -> dict:
                 [worker("peer_worker", "actors.overlay.PeerWorker", restart="temporary")],
                 {"notify": "membership", "max_children": config.get("max_peers", 32)},
             ),
-            worker(
-                "peer_listener",
-                "actors.connection.Listener",
-                {"bind": config["bind"], "workers": "peer_workers"},
-                role="Listener",
-            ),
             supervisor(
                 "client_workers",
                 {"strategy": "simple_one_for_one", "intensity": 1000, "period": 1.0},
@@ -120,12 +116,16 @@ def node_tree(config: dict[str, Any]) -> dict:
                 {"notify": "gossip", "max_children": config.get("max_clients", 32)},
             ),
             worker(
-                "client_gateway",
+                "listener",
                 "actors.connection.Listener",
-                {"bind": config["client"], "workers": "client_workers"},
-                role="ClientGateway",
+                {
+                    "ports": [
+                        {"bind": config["bind"], "workers": "peer_workers"},
+                        {"bind": config["client"], "workers": "client_workers"},
+                    ]
+                },
             ),
-            # Last: a client of the gateway above, like any other Antenna (issue 5).
+            # Last: a client of the listener's client port, like any other Antenna (issue 5).
             *only_if(
                 bool(config.get("http")),
                 worker(

@@ -121,7 +121,7 @@ def events_flow(source: Node, sinks: list[Node], timeout: float) -> None:
         listeners.stop()
 
 
-@pytest.mark.parametrize("child_id", ["membership", "gossip", "peer_listener", "client_gateway"])
+@pytest.mark.parametrize("child_id", ["membership", "gossip", "listener"])
 def test_a_killed_actor_is_restarted_and_events_flow_again(trio, child_id):
     node = trio.nodes[1]
     before = find(tree_of(node), child_id)

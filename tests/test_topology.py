@@ -23,7 +23,7 @@ from satellite.topology import collect, render_dot, render_json, render_mermaid,
 
 CLI = [sys.executable, "-m", "satellite.cli"]
 DOT = shutil.which("dot")
-ROLES = ("membership", "gossip", "state", "peer_listener", "client_gateway")
+ROLES = ("membership", "gossip", "state", "listener")
 
 
 # --- fake nodes ---------------------------------------------------------------------------------
@@ -65,8 +65,7 @@ def tree(node: str, messages: int | None = 5) -> dict:
             worker("state", 103),
             restarting,
             peers,
-            worker("peer_listener", 104),
-            worker("client_gateway", 105),
+            worker("listener", 104),
         ],
     }
 
@@ -328,7 +327,7 @@ def test_dot_has_a_cluster_per_node_and_styled_links(sample: dict) -> None:
     assert sum('style="dashed"' in line for line in links) == 3  # a-d, a-z, e->a
     assert sum("dir=forward" in line for line in links) == 2  # b->c and e->a: one-way
     supervision = [line for line in dot.splitlines() if "->" in line and "[" not in line]
-    assert len(supervision) == 4 * 8  # 4 trees of 9 actors: 8 supervisor -> child edges
+    assert len(supervision) == 4 * 7  # 4 trees of 8 actors: 7 supervisor -> child edges
 
 
 @pytest.mark.skipif(DOT is None, reason="Graphviz's dot is not installed (apt install graphviz)")
@@ -415,7 +414,7 @@ def test_one_node_as_json(office3: Cluster) -> None:
     assert set(roles(node["tree"])) >= set(ROLES)
     assert node["tree"]["strategy"] == "rest_for_one"
     live = pids(node["tree"])
-    assert len(live) >= 10  # node_sup and its permanent children
+    assert len(live) >= 9  # node_sup and its permanent children
     for pid in live:
         assert psutil.pid_exists(pid), pid
     assert set(live) <= first.pids()  # and they are this node's processes
