@@ -13,17 +13,26 @@ DESIGN.md section 3 lists them; here is what each one costs us:
 - Thespian's sockets listen on all interfaces and unpickle whatever arrives:
   ``loopback_only()`` makes every one of them bind to 127.0.0.1 (and bounds how long
   Thespian retries a message to a dead actor).
+- Every actor is a forked process, about 5 MiB of private memory each, against a budget
+  of 64 MiB per node (issue 8): ``lean_actor_system()`` drops Thespian's logger process
+  (the admin handles the few stdlib records our logDefs let through), keeps the
+  garbage collector off the pages every process inherits (``gc.freeze`` at each fork),
+  and spares each turn of Thespian's loop an epoll set made and closed for one wait.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
+import logging
 import os
+import selectors
 import signal
 import sys
 import traceback
 from dataclasses import dataclass, field
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from loguru import logger
@@ -71,6 +80,65 @@ def loopback_only() -> None:
 
     IPBase.IPActorAddress.__init__ = init
     IPBase.IPActorAddress._satellite_loopback = True
+
+
+def lean_actor_system() -> None:
+    """Patch Thespian, before the actor system starts, to cost a node less memory and CPU.
+
+    Every process of the node (admin, actors) is forked from the caller, so inherits it."""
+    import thespian.system.multiprocCommon as mpc
+    import thespian.system.transport.TCPTransport as tcp
+    from thespian.system.messages.multiproc import LoggerConnected
+    from thespian.system.transport import ReceiveEnvelope
+
+    if getattr(mpc, "_satellite_lean", False):
+        return
+    mpc._satellite_lean = True
+
+    # 1. No logger process. Thespian forks one to handle the stdlib log records of every
+    # actor; ours log with loguru to their own stderr, and our logDefs let through only
+    # CRITICAL records (the actors' forwarders drop the rest before sending). The admin
+    # becomes the logger: it handles those records itself, as the logger process did
+    # (no handlers configured, so logging's last resort prints them to stderr).
+    def start_no_logger(_transport_class, transport, admin, *_: Any) -> None:
+        admin.h_LoggerConnected(ReceiveEnvelope(transport.myAddress, LoggerConnected()))
+
+    def own_records(admin: Any, envelope: Any) -> bool:
+        if admin.asLogger != admin.transport.myAddress:
+            return forward_record(admin, envelope)
+        record = envelope.message
+        if record.levelno >= logging.lastResort.level:
+            logging.lastResort.handle(record)
+        return True
+
+    def cleanup_without_logger(admin: Any, finish_cleanup: Any) -> None:
+        if getattr(admin, "asLogger", None) != admin.transport.myAddress:
+            return cleanup(admin, finish_cleanup)
+        admin.post_cleanup = finish_cleanup
+        admin._reset_logging()
+        admin._cleanupAdminFinish(None, None)
+
+    forward_record = mpc.MultiProcAdmin.h_LogRecord
+    cleanup = mpc.MultiProcAdmin._cleanupAdmin
+    mpc._startLogger = start_no_logger
+    mpc.MultiProcAdmin.h_LogRecord = own_records
+    mpc.MultiProcAdmin._cleanupAdmin = cleanup_without_logger
+
+    # 2. The collector leaves inherited objects alone. A full collection writes to every
+    # tracked object, so each page a process shares with its parent becomes a private
+    # copy: one gc.collect() in a freshly forked actor measured +8.5 MiB of private
+    # memory. Frozen objects are never collected; what a process allocates itself is.
+    gc.collect()
+    gc.freeze()
+    os.register_at_fork(after_in_child=gc.freeze)
+
+    # 3. Thespian's loop builds a selector for each wait: with epoll that is epoll_create,
+    # one epoll_ctl per socket, the wait, and close. poll() is one system call.
+    tcp.selectors = SimpleNamespace(
+        DefaultSelector=selectors.PollSelector,
+        EVENT_READ=selectors.EVENT_READ,
+        EVENT_WRITE=selectors.EVENT_WRITE,
+    )
 
 
 def die_with_parent() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 from loguru import logger
-from thespian.actors import ActorExitRequest, ChildActorExited, WakeupMessage
+from thespian.actors import ActorExitRequest, ChildActorExited, WakeupMessage, WatchMessage
 
 from actors.base import (
     Context,
@@ -76,8 +76,9 @@ class Supervisor(SatelliteActor):
         self.max_children = args.get("max_children")
         if args.get("name"):
             self.context[args["name"]] = self.myAddress
+        self.launcher_fd: int | None = None
         if self.launcher_pid:
-            self.wakeupAfter(timedelta(seconds=1), payload="launcher")
+            self.start_launcher_watch()
         self.apply(self.core.init(time.monotonic()))
 
     # -- context for the children ---------------------------------------------------------
@@ -127,6 +128,9 @@ class Supervisor(SatelliteActor):
                 self.refuse_worker(msg.args)
             else:
                 self.apply(self.core.start_child(now, msg.args))
+        elif isinstance(msg, WatchMessage):
+            if self.launcher_fd is not None and self.launcher_fd in msg.ready:
+                self.watch_launcher()
         elif isinstance(msg, WakeupMessage):
             if msg.payload == "launcher":
                 self.watch_launcher()
@@ -216,6 +220,19 @@ class Supervisor(SatelliteActor):
 
     # -- the launcher watch ---------------------------------------------------------------
 
+    def start_launcher_watch(self) -> None:
+        """Watch the launcher through a pidfd, readable once it has ended: no timer, so an
+        idle node_sup sleeps (issue 8: a 1 s poll was a wakeup a second in every node).
+        Without pidfds (not Linux 5.3+) it polls every second."""
+        try:
+            self.launcher_fd = os.pidfd_open(self.launcher_pid)
+        except ProcessLookupError:  # already gone
+            self.watch_launcher()
+        except (AttributeError, OSError):
+            self.wakeupAfter(timedelta(seconds=1), payload="launcher")
+        else:
+            self.watching.append(self.launcher_fd)
+
     def watch_launcher(self) -> None:
         """If run_node.py was SIGKILLed, take the whole node down: Thespian's admin and
         logger would otherwise live on as orphans and keep the admin port."""
@@ -225,7 +242,8 @@ class Supervisor(SatelliteActor):
         except (ProcessLookupError, psutil.Error):
             alive = False
         if alive:
-            self.wakeupAfter(timedelta(seconds=1), payload="launcher")
+            if self.launcher_fd is None:  # polling; a pidfd stays watched
+                self.wakeupAfter(timedelta(seconds=1), payload="launcher")
             return
         try:
             admin = psutil.Process(os.getppid())

@@ -1,7 +1,11 @@
-"""A test actor: it raises on "boom", answers its pid on "pid"."""
+"""A test actor: it raises on "boom", answers its pid on "pid", how many objects its
+garbage collector leaves alone on "frozen", and logs a CRITICAL stdlib record on
+("critical", text)."""
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
 from typing import Any
 
@@ -17,3 +21,8 @@ class Crashy(SatelliteActor):
             raise RuntimeError("boom, on purpose")
         if msg == "pid":
             self.send(sender, ("pid", os.getpid(), self.state))
+        if msg == "frozen":
+            self.send(sender, ("frozen", gc.get_freeze_count()))
+        if isinstance(msg, tuple) and msg[0] == "critical":
+            logging.getLogger("crashy").critical(msg[1])
+            self.send(sender, "logged")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import psutil
+
 from bench.cluster import ROOT, free_port_block
 
 SCRIPT = textwrap.dedent(
@@ -87,7 +89,38 @@ CRASH_SCRIPT = textwrap.dedent(
 )
 
 
-def run(script: str) -> dict:
+LEAN_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    import psutil
+    from thespian.actors import ActorSystem
+    from actors.base import Init, lean_actor_system, loopback_only
+
+    loopback_only()
+    lean_actor_system()
+    port = int(sys.argv[1])
+    system = ActorSystem("multiprocTCPBase", {"Admin Port": port},
+                         logDefs={"version": 1, "root": {"level": "CRITICAL", "handlers": []}})
+    out = {}
+    try:
+        from tests.crashy import Crashy
+        actor = system.createActor(Crashy)
+        started = system.ask(actor, Init("t", "Crashy", {}, {}), 10)
+        admin = psutil.Process(started.pid).parent()
+        out["admin"] = admin.pid
+        out["admin_children"] = [" ".join(c.cmdline()) for c in admin.children()]
+        out["frozen"] = system.ask(actor, "frozen", 5)[1]
+        out["logged"] = system.ask(actor, ("critical", "lean-token-42"), 5)
+    finally:
+        t0 = time.monotonic()
+        system.shutdown()
+        out["shutdown_s"] = time.monotonic() - t0
+    print(json.dumps(out))
+    """
+)
+
+
+def run(script: str, stderr: list | None = None) -> dict:
     import json
 
     port = free_port_block(1) + 20000
@@ -96,6 +129,8 @@ def run(script: str) -> dict:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    if stderr is not None:
+        stderr.append(proc.stderr)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -118,3 +153,21 @@ def test_supervisor_restarts_a_killed_child_and_takes_children_down_with_it():
     assert out["after_kill"]["restarts"] == 1
     assert out["old_alive"] is False
     assert out["orphan"] is False, "a child outlived its SIGKILLed supervisor"
+
+
+def test_a_lean_actor_system_has_no_logger_process_and_still_logs():
+    stderr: list = []
+    out = run(LEAN_SCRIPT, stderr)
+    # Thespian's logger process is gone: the admin's only child is our actor.
+    assert out["admin_children"] and not any(
+        c.startswith("logger") for c in out["admin_children"]
+    ), out["admin_children"]
+    assert len(out["admin_children"]) == 1
+    # A CRITICAL stdlib record of an actor still reaches stderr, through the admin.
+    assert out["logged"] == "logged"
+    assert "lean-token-42" in stderr[0]
+    # The actor's collector leaves what it inherited alone (gc.freeze at fork).
+    assert out["frozen"] > 1000
+    # And the system stops in time, leaving nothing.
+    assert out["shutdown_s"] < 5
+    assert not psutil.pid_exists(out["admin"]) or psutil.Process(out["admin"]).status() == "zombie"
