@@ -451,6 +451,26 @@ def run(config: dict[str, Any]) -> int:
     return status
 
 
+def loguru_without_asyncio() -> None:
+    """Let loguru load without asyncio (and ssl), which it imports only for coroutine
+    sinks; we have none. Every process of a node inherits the launcher's modules: these
+    were about 3 MiB of each node's memory (issue 8). A coroutine sink would still work:
+    asyncio is then imported when first needed. Call before anything imports loguru."""
+    if "loguru" in sys.modules or "loguru._asyncio_loop" in sys.modules:
+        return
+    import types
+
+    def get_running_loop() -> Any:
+        import asyncio
+
+        return asyncio.get_running_loop()
+
+    shim = types.ModuleType("loguru._asyncio_loop")
+    shim.get_running_loop = get_running_loop  # type: ignore[attr-defined]
+    shim.get_task_loop = lambda task: task.get_loop()  # type: ignore[attr-defined]
+    sys.modules["loguru._asyncio_loop"] = shim
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulate"]:
@@ -461,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         from satellite import demo
 
         return demo.main(argv[1:], prog="run_node.py demo")
+    loguru_without_asyncio()
     try:
         config = load_config(argv)
     except ConfigError as exc:

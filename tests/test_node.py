@@ -197,7 +197,7 @@ def lone(tmp_path):
 
 
 def test_sigterm_stops_every_process_within_5_seconds(lone):
-    assert len(lone.pids()) >= 8  # launcher, admin, logger, supervisors and workers
+    assert len(lone.pids()) >= 8  # launcher, admin, supervisors and workers
     lone.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: not lone.pids(), 5, "every process to be gone")
     assert lone.proc.wait(1) == 0
@@ -207,6 +207,18 @@ def test_sigkill_of_the_launcher_takes_the_node_down_within_5_seconds(lone):
     lone.proc.kill()
     lone.proc.wait(1)
     wait_for(lambda: not lone.pids(), 5, "every process to be gone")
+
+
+def test_a_node_runs_no_thespian_logger_and_loads_no_asyncio(lone):
+    # Issue 8, memory: each is a cost every process of the node would share or pay.
+    pids = lone.pids()
+    titles = [" ".join(psutil.Process(pid).cmdline()) for pid in pids]
+    assert not [t for t in titles if t.startswith("logger ")], titles
+    for pid in pids:
+        with open(f"/proc/{pid}/maps") as maps:
+            libraries = {line.split()[-1].rpartition("/")[2] for line in maps}
+        loaded = {lib.partition(".")[0] for lib in libraries} & {"_asyncio", "_ssl"}
+        assert not loaded, f"{pid} ({psutil.Process(pid).cmdline()}) loaded {loaded}"
 
 
 def test_only_the_peer_and_client_ports_face_the_network(lone):
