@@ -14,16 +14,16 @@ from typing import Any
 
 import msgpack
 
-from actors.connection import Connection
+from actors.connection import Connection, Pipe
 from actors.overlay import (
     Answer,
     ClientGone,
     ControlRequest,
     Deliveries,
-    OpenPipe,
-    PublishEvent,
+    FromClient,
+    PipeFor,
     Query,
-    SubscribeClient,
+    WantPipe,
 )
 from actors.state import SetTargetRequest
 from protocols import link, wire
@@ -70,12 +70,12 @@ class ClientWorker(Connection):
                 self.remote = f"{self.remote} ({msg.client})"
                 peer = self.context["peer"]
                 self.write(wire.encode(link.Welcome(link.PROTOCOL_VERSION, self.node_id, peer)))
+                # Subscriptions, events and deliveries go through a pipe to Gossip; until
+                # it comes, what is for Gossip waits in order (``to_pipe``).
+                self.send(self.context["gossip"], WantPipe(self.myAddress))
             return
         if kind is link.Subscribe:
-            gossip = self.context["gossip"]
-            if self.pipe is None:  # what the client subscribes to comes through it
-                self.send(gossip, OpenPipe(self.myAddress, self.open_pipe(), None))
-            self.send(gossip, SubscribeClient(msg.names, self.myAddress))
+            self.to_pipe(frame)
         elif kind is link.Publish:
             if msg.name in RESERVED:
                 self.reply(msg.req, False, f"{msg.name!r} is reserved for the office state")
@@ -85,10 +85,7 @@ class ClientWorker(Connection):
                     msg.req, False, f"event data of {len(msg.data)} bytes; at most {MAX_EVENT}"
                 )
                 return
-            # An actor message, not the pipe: a client that publishes and leaves at once
-            # takes its worker and the worker's end of a new pipe with it, before
-            # Gossip could take the other end.
-            self.send(self.context["gossip"], PublishEvent(msg.name, msg.data))
+            self.to_pipe(frame)  # as it came, checked above
             self.reply(msg.req, True, None)
         elif kind is link.SetTarget:
             self.set_target(msg)
@@ -159,6 +156,13 @@ class ClientWorker(Connection):
     def on_actor_message(self, msg: Any, sender: Any) -> None:
         if isinstance(msg, Deliveries):
             self.write(msg.frames)
+        elif isinstance(msg, PipeFor):
+            if self.sock is None:
+                return  # closed already: what waited for the pipe went as FromClient
+            try:
+                self.use_pipe(Pipe.take(msg.handle))
+            except OSError as exc:
+                self.close(f"no pipe to Gossip: {exc}")
         elif isinstance(msg, Answer):
             token, name = msg.token
             entry = self.pending.get(token)
@@ -216,4 +220,7 @@ class ClientWorker(Connection):
     def closed(self, reason: str) -> None:
         gossip = self.context.get("gossip")
         if gossip is not None:
+            if self.pipe is None and self.pipe_pending:
+                self.send(gossip, FromClient(bytes(self.pipe_pending)))
+                self.pipe_pending.clear()
             self.send(gossip, ClientGone(self.myAddress))

@@ -163,6 +163,7 @@ class Connection(SatelliteActor):
         self.closing = False
         self.pipe: Pipe | None = None  # to Gossip, once ``open_pipe`` made it
         self.pipe_in = bytearray()  # from the pipe, up to the end of the last whole frame
+        self.pipe_pending = bytearray()  # for the pipe, before it came (``use_pipe``)
         self.last_rx = self.last_tx = time.monotonic()
         self.remote = "?"
         # With a cluster key, nothing but the handshake goes out or comes in until both
@@ -327,8 +328,21 @@ class Connection(SatelliteActor):
         self.watching.append(self.pipe.fileno())
         return handle
 
+    def use_pipe(self, pipe: Pipe) -> None:
+        """A pipe to Gossip that Gossip made: what waited for it goes first."""
+        self.pipe = pipe
+        self.watching.append(pipe.fileno())
+        if self.pipe_pending:
+            self.to_pipe(bytes(self.pipe_pending))
+            self.pipe_pending.clear()
+
     def to_pipe(self, frames: bytes) -> None:
-        if self.pipe is not None and frames:
+        if self.pipe is None:
+            if len(self.pipe_pending) + len(frames) > self.send_buffer:
+                self.close("too much for Gossip before the pipe to it came", bad=True)
+                return
+            self.pipe_pending += frames
+        elif frames:
             self.pipe.write(frames)
             self._flush_pipe()
 

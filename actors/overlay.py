@@ -74,10 +74,10 @@ class OpenPipe:
 class PipeEnd:
     """Gossip's end of one worker's pipe."""
 
-    __slots__ = ("pipe", "decoder", "peer", "key")
+    __slots__ = ("pipe", "decoder", "peer", "worker", "key")
 
-    def __init__(self, pipe: Pipe, peer: str | None, key: str) -> None:
-        self.pipe, self.peer, self.key = pipe, peer, key
+    def __init__(self, pipe: Pipe, peer: str | None, worker: Any) -> None:
+        self.pipe, self.peer, self.worker, self.key = pipe, peer, worker, str(worker)
         self.decoder = wire.FrameDecoder()
 
 
@@ -187,14 +187,27 @@ class Answer:
         self.what, self.token, self.body = what, token, body
 
 
-class PublishEvent:
-    def __init__(self, name: str, data: bytes) -> None:
-        self.name, self.data = name, data
+class WantPipe:
+    """From a ClientWorker to Gossip: make us a pipe (Gossip makes it and keeps its end,
+    so a client that publishes and leaves at once cannot take the pipe away unread)."""
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
 
 
-class SubscribeClient:
-    def __init__(self, names: tuple, worker: Any) -> None:
-        self.names, self.worker = names, worker
+class PipeFor:
+    """From Gossip to a ClientWorker: its end of the pipe (``Pipe.pair``)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+
+class FromClient:
+    """From a ClientWorker that closes before its pipe came: the frames (Subscribe,
+    Publish) it had for the pipe, to be read as if they came through it."""
+
+    def __init__(self, frames: bytes) -> None:
+        self.frames = frames
 
 
 class ClientGone:
@@ -537,13 +550,15 @@ class Gossip(SatelliteActor):
             pipe = Pipe.take(msg.handle)
         except OSError:
             return  # the worker died before we took it: nothing to carry
-        key = str(msg.worker)
-        old = self.pipe_of.get(key)
+        self.add_pipe(PipeEnd(pipe, msg.peer, msg.worker))
+
+    def add_pipe(self, end: PipeEnd) -> None:
+        old = self.pipe_of.get(end.key)
         if old is not None:
             self.drop_pipe(old)
-        fd = pipe.fileno()
-        self.pipes[fd] = PipeEnd(pipe, msg.peer, key)
-        self.pipe_of[key] = fd
+        fd = end.pipe.fileno()
+        self.pipes[fd] = end
+        self.pipe_of[end.key] = fd
         self.watching.append(fd)
 
     def drop_pipe(self, fd: int) -> None:
@@ -575,14 +590,28 @@ class Gossip(SatelliteActor):
                 logger.error("[{}] Gossip: bad frame from a worker: {}", self.node_id, exc)
                 end.pipe.close()
                 messages = []
-            # A client's pipe only carries deliveries to it: reading tells when it closed.
-            for message in messages if end.peer is not None else ():
-                if type(message) in PLUMTREE:
-                    self.counters[f"plumtree_{type(message).__name__.lower()}_received"] += 1
-                    effects += self.pt.handle(now, Receive(end.peer, message))
+            if end.peer is not None:
+                for message in messages:
+                    if type(message) in PLUMTREE:
+                        name = type(message).__name__.lower()
+                        self.counters[f"plumtree_{name}_received"] += 1
+                        effects += self.pt.handle(now, Receive(end.peer, message))
+            else:
+                effects += self.from_client(now, end.worker, messages)
             if end.pipe.broken:
                 self.drop_pipe(fd)
         self.apply(effects)
+
+    def from_client(self, now: float, worker: Any, messages: list) -> list:
+        """A client's Subscribe and Publish requests (checked by its worker), in its
+        order; the effects of its broadcasts."""
+        effects: list = []
+        for message in messages:
+            if type(message) is link.Publish:
+                effects += self.publish(now, message.name, message.data)
+            elif type(message) is link.Subscribe:
+                self.subscribers[str(worker)] = (worker, frozenset(message.names))
+        return effects
 
     def _flush_pipes(self) -> None:
         waiting = False
@@ -631,15 +660,24 @@ class Gossip(SatelliteActor):
                 self.links[msg.peer] = msg.worker
                 if new:
                     self.apply(self.pt.handle(now, NeighborUp(msg.peer)))
-        elif isinstance(msg, PublishEvent):
-            self.apply(self.publish(now, msg.name, msg.data))
-        elif isinstance(msg, SubscribeClient):
-            self.subscribers[str(msg.worker)] = (msg.worker, frozenset(msg.names))
+        elif isinstance(msg, WantPipe):
+            pipe, handle = Pipe.pair()
+            self.add_pipe(PipeEnd(pipe, None, msg.worker))
+            self.send(msg.worker, PipeFor(handle))
+        elif isinstance(msg, FromClient):
+            try:
+                messages = wire.FrameDecoder().feed(msg.frames)
+            except wire.WireError as exc:  # our own worker wrote it: a bug, not a client
+                logger.error("[{}] Gossip: bad frame from a worker: {}", self.node_id, exc)
+                return
+            self.apply(self.from_client(now, sender, messages))
         elif isinstance(msg, (ClientGone, WorkerExited)):
             key = str(msg.worker if isinstance(msg, ClientGone) else msg.address)
+            fd = self.pipe_of.get(key)
+            if fd is not None:
+                self.read_pipes(now, [fd])  # what it wrote before it left still counts
+                self.drop_pipe(fd)
             self.subscribers.pop(key, None)
-            if key in self.pipe_of:
-                self.drop_pipe(self.pipe_of[key])
         elif isinstance(msg, PublishDelta):
             self.counters["plumtree_broadcasts"] += 1
             self.counters["plumtree_state_deltas"] += 1

@@ -104,6 +104,27 @@ def test_async_programs_iterate_over_events(office):
     ]
 
 
+def test_clients_that_publish_and_leave_at_once_are_each_delivered_exactly_once(office):
+    # A client's worker sends its events to Gossip through a pipe that Gossip makes;
+    # a client gone before the pipe came must lose nothing and send nothing twice.
+    first, second, _ = office.nodes
+    got: list = []
+    listener = Antenna(nodes=[client(second)], timeout=2)
+    listener.on("knock")(got.append)
+    listener.start()
+    try:
+        for i in range(30):
+            with Antenna(nodes=[client(first)], timeout=2) as once:
+                once.publish("knock", i)
+        wait_for(lambda: sorted(got) == list(range(30)), 10, "every knock at the listener")
+        with Antenna(nodes=[client(first)], timeout=2) as last:
+            last.publish("knock", "end")  # anything sent twice arrived before this one
+        wait_for(lambda: got[-1:] == ["end"], 10, "the last knock")
+        assert sorted(got[:-1]) == list(range(30))
+    finally:
+        listener.stop()
+
+
 def test_an_antenna_fails_over_when_its_node_dies_and_misses_no_target_change(office):
     """The last test of the module: it kills node 0."""
     lights: list = []
