@@ -41,7 +41,10 @@ from thespian.actors import (
     ActorExitRequest,
     ThespianWatch,
     WakeupMessage,
+    WatchMessage,
 )
+
+from actors.iothread import IoThread
 
 PR_SET_PDEATHSIG = 1
 CRASH_STATUS = 70  # EX_SOFTWARE: an actor crashed on an unhandled exception
@@ -217,6 +220,7 @@ class SatelliteActor(Actor):
         self.context: dict = {}
         self.watching: list[int] = []
         self.messages = 0  # handled since start, for topology
+        self._io: IoThread | None = None
         self._initialised = False
 
     # -- what subclasses write ------------------------------------------------------------
@@ -236,7 +240,50 @@ class SatelliteActor(Actor):
 
     # -- the wrapper ----------------------------------------------------------------------
 
+    # -- serving sockets from a thread (actors/iothread.py) ---------------------------------
+
+    threaded_io = False  # True: a thread of ours polls ``watching``, not Thespian's loop
+
+    def send(self, target: Any, msg: Any) -> None:
+        io = self._io
+        if io is not None and not io.in_actor_thread():
+            io.defer(Actor.send, self, target, msg)
+        else:
+            super().send(target, msg)
+
+    def wakeupAfter(self, timePeriod: Any, payload: Any = None) -> None:  # noqa: N803
+        if self._io is not None:
+            self._io.add_timer(timePeriod, payload)  # the I/O thread keeps time
+        else:
+            super().wakeupAfter(timePeriod, payload)
+
+    def serve_io(self, msg: WatchMessage) -> None:
+        """In the I/O thread, holding the lock: the descriptors in ``msg`` are ready."""
+        self._receive(msg, None)
+        self._io.watch(self.watching)
+
     def receiveMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:
+        io = self._io
+        if io is None:
+            self._receive(msg, sender)
+            if self.threaded_io and self._initialised:
+                self._io = IoThread(self, self.crash)
+                self._io.watch(self.watching)
+                self._io.start()
+                return ThespianWatch([self._io.defer_fd])
+            # Thespian forgets the watch after every message: give it back on every path.
+            return ThespianWatch(list(self.watching)) if self.watching else None
+        with io.lock:
+            try:
+                io.run_deferred()  # what the I/O thread asked for comes before what follows
+            except Exception:
+                self.crash()
+            if not isinstance(msg, WatchMessage):  # Thespian only watches the wake-up fd
+                self._receive(msg, sender)
+            io.watch(self.watching)
+        return ThespianWatch([io.defer_fd])
+
+    def _receive(self, msg: Any, sender: Any) -> None:
         try:
             if isinstance(msg, Init):
                 self._on_init(msg, sender)
@@ -252,8 +299,6 @@ class SatelliteActor(Actor):
                 self.handle(msg, sender)
         except Exception:
             self.crash()
-        # Thespian forgets the watch after every message: give it back on every path.
-        return ThespianWatch(list(self.watching)) if self.watching else None
 
     def _on_init(self, msg: Init, sender: Any) -> None:
         die_with_parent()

@@ -150,6 +150,7 @@ def keep_tcp_alive(sock: socket.socket) -> None:
 class Connection(SatelliteActor):
     """Base of the per-connection workers."""
 
+    threaded_io = True  # the socket and the pipe are served by a thread (actors/iothread.py)
     keepalive = 1.0  # seconds between pings on an idle link; 3 missed = dead
     quiet_ok = False  # True: the other side may stay silent (a listening client)
 

@@ -492,6 +492,8 @@ class Membership(SatelliteActor):
 
 
 class Gossip(SatelliteActor):
+    threaded_io = True  # the workers' pipes are served by a thread (actors/iothread.py)
+
     def init(self, args: dict) -> None:
         self.pt = plumtree.Plumtree(args["peer"], random.Random())
         self.links: dict[str, Any] = {}
