@@ -138,10 +138,18 @@ def by_role(pids: dict[str, Iterable[int]], nodes: int) -> tuple[dict, dict]:
     )
 
 
+def cpu_seconds(p: psutil.Process) -> float:
+    """CPU time of ``p`` and of the children it has reaped."""
+    t = p.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class CpuWindow:
     """CPU time (user + system) used by groups of processes between ``start()`` and
     ``stop()``, as percent of one core. A process that ends meanwhile counts what it
-    had used when last seen; one that starts meanwhile is not counted."""
+    had used when last seen; one that starts meanwhile is counted once it has ended and
+    its parent (one of the group) has reaped it: the CPU of reaped children is part of
+    each process's figure (a node's short-lived connection workers, for instance)."""
 
     def __init__(self, groups: dict[str, Iterable[int]]) -> None:
         self.groups = {name: sorted(set(pids)) for name, pids in groups.items()}
@@ -153,8 +161,7 @@ class CpuWindow:
             for pid in pids:
                 try:
                     p = psutil.Process(pid)
-                    t = p.cpu_times()
-                    self.before[(name, pid)] = (p, t.user + t.system)
+                    self.before[(name, pid)] = (p, cpu_seconds(p))
                 except psutil.Error:
                     pass
         self.t0 = time.monotonic()
@@ -167,8 +174,7 @@ class CpuWindow:
         roles: dict[str, Counter] = {name: Counter() for name in self.groups}
         for (name, pid), (p, before) in self.before.items():
             try:
-                t = p.cpu_times()
-                used = t.user + t.system - before
+                used = cpu_seconds(p) - before
             except psutil.Error:
                 continue
             groups[name] += used
