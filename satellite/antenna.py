@@ -190,6 +190,8 @@ class Antenna:
             sock = socket.create_connection((host, port), timeout=self.timeout)
         except OSError as exc:
             raise NodeUnreachable(f"node {host}:{port} unreachable: {exc}") from None
+        # Requests are small and each waits for its reply: Nagle would only hold them.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.host, self.port = host, port
         self._sock, self._decoder, self._pending = sock, wire.FrameDecoder(), []
         self._channel = None
