@@ -142,7 +142,9 @@ class IoThread(threading.Thread):
                 if fd == ctl:
                     _drain(self._ctl_r)
                 elif mask & select.POLLNVAL:
-                    continue  # closed under us: ``wanted`` no longer has it
+                    # Closed under us: the handler's next ``watching`` drops it; until
+                    # then, polling it again would return at once, again and again.
+                    poller.unregister(fd)
                 elif mask & (select.POLLIN | _ERRORS):
                     ready.append(fd)
             if ready:
@@ -153,11 +155,3 @@ class IoThread(threading.Thread):
                 with self.lock:
                     _, _, delay, payload = heapq.heappop(self.timers)
                     self.actor.serve_io(WakeupMessage(delay, payload))
-
-    def close(self) -> None:
-        for sock in (self._defer_r, self._defer_w, self._ctl_r, self._ctl_w):
-            try:
-                sock.close()
-            except OSError:
-                pass
-
