@@ -138,22 +138,18 @@ def by_role(pids: dict[str, Iterable[int]], nodes: int) -> tuple[dict, dict]:
     )
 
 
-def cpu_seconds(p: psutil.Process) -> float:
-    """CPU time of ``p`` and of the children it has reaped."""
-    t = p.cpu_times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
 class CpuWindow:
     """CPU time (user + system) used by groups of processes between ``start()`` and
-    ``stop()``, as percent of one core. A process that ends meanwhile counts what it
-    had used when last seen; one that starts meanwhile is counted once it has ended and
-    its parent (one of the group) has reaped it: the CPU of reaped children is part of
-    each process's figure (a node's short-lived connection workers, for instance)."""
+    ``stop()``, as percent of one core. Processes that start meanwhile count too, once
+    they have ended and their parent (one of the group) has reaped them: the kernel adds
+    a reaped child's CPU to its parent's (a node's short-lived connection workers, for
+    instance). A process of the group that ends meanwhile is in its parent's figure
+    that way, its whole life: what it had used before the window is taken off."""
 
     def __init__(self, groups: dict[str, Iterable[int]]) -> None:
         self.groups = {name: sorted(set(pids)) for name, pids in groups.items()}
-        self.before: dict[tuple[str, int], tuple[psutil.Process, float]] = {}
+        # (group, pid) -> (process, its own CPU, its reaped children's CPU, parent pid)
+        self.before: dict[tuple[str, int], tuple[psutil.Process, float, float, int]] = {}
         self.t0 = 0.0
 
     def start(self) -> CpuWindow:
@@ -161,7 +157,9 @@ class CpuWindow:
             for pid in pids:
                 try:
                     p = psutil.Process(pid)
-                    self.before[(name, pid)] = (p, cpu_seconds(p))
+                    t = p.cpu_times()
+                    own, reaped = t.user + t.system, t.children_user + t.children_system
+                    self.before[(name, pid)] = (p, own, reaped, p.ppid())
                 except psutil.Error:
                     pass
         self.t0 = time.monotonic()
@@ -172,17 +170,22 @@ class CpuWindow:
         wall = time.monotonic() - self.t0
         groups: dict[str, float] = {name: 0.0 for name in self.groups}
         roles: dict[str, Counter] = {name: Counter() for name in self.groups}
-        for (name, pid), (p, before) in self.before.items():
+        members = {pid for _, pid in self.before}
+        for (name, pid), (p, own, reaped, ppid) in self.before.items():
             try:
-                used = cpu_seconds(p) - before
-            except psutil.Error:
+                t = p.cpu_times()
+                used = t.user + t.system - own + t.children_user + t.children_system - reaped
+            except psutil.Error:  # gone: its parent's reaped figure holds all its life
+                if ppid in members:
+                    groups[name] -= own
+                    roles[name][role_of(ppid)] -= own
                 continue
             groups[name] += used
             roles[name][role_of(pid)] += used
         pct = 100.0 / wall if wall > 0 else 0.0
         return {
             "seconds": round(wall, 2),
-            "groups": {n: round(v * pct, 3) for n, v in groups.items()},
+            "groups": {n: round(max(0.0, v) * pct, 3) for n, v in groups.items()},
             "roles": {
                 n: {r: round(v * pct, 3) for r, v in c.most_common()} for n, c in roles.items()
             },

@@ -195,3 +195,51 @@ def test_throughput_nothing_measured() -> None:
         }
     )
     assert "ERROR: boom" in text and "not measured" in text
+
+
+CPU_PARENT = """
+import os, subprocess, sys, time
+go, done = sys.argv[1], sys.argv[2]
+burn = "import time\\nend = time.process_time() + {0}\\nwhile time.process_time() < end: pass\\n"
+wait = "import os, time\\nwhile not os.path.exists({0!r}): time.sleep(0.01)\\n"
+# A child that used CPU before the window and ends during it...
+early = subprocess.Popen([sys.executable, "-c", burn.format(0.4) + wait.format(go)])
+print(early.pid, flush=True)
+while not os.path.exists(go):
+    time.sleep(0.01)
+# ... and one that starts and ends during it: both reaped here.
+late = subprocess.Popen([sys.executable, "-c", burn.format(0.3)])
+early.wait()
+late.wait()
+open(done, "w").close()
+time.sleep(30)
+"""
+
+
+def test_cpu_window_counts_reaped_children_but_not_what_they_used_before_it(tmp_path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    go, done = tmp_path / "go", tmp_path / "done"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", CPU_PARENT, str(go), str(done)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        early = psutil.Process(int(parent.stdout.readline()))
+        deadline = time.monotonic() + 20
+        while sum(early.cpu_times()[:2]) < 0.35 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        window = compare.CpuWindow({"g": [parent.pid, early.pid]}).start()
+        go.touch()
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        result = window.stop()
+        used = result["groups"]["g"] * result["seconds"] / 100
+        # The late child's 0.3 s (and interpreter starts), not the early one's 0.4 s before.
+        assert 0.25 <= used < 0.6, result
+    finally:
+        parent.kill()
+        parent.wait()
