@@ -586,23 +586,36 @@ class Gossip(SatelliteActor):
             end = self.pipes.get(fd)
             if end is None:
                 continue
-            try:
-                messages = end.decoder.feed(end.pipe.read())
-            except wire.WireError as exc:  # our own worker wrote it: a bug, not a peer
-                logger.error("[{}] Gossip: bad frame from a worker: {}", self.node_id, exc)
+            messages = self.from_worker(end.decoder, end.pipe.read())
+            if messages is None:
                 end.pipe.close()
                 messages = []
             if end.peer is not None:
-                for message in messages:
-                    if type(message) in PLUMTREE:
-                        name = type(message).__name__.lower()
-                        self.counters[f"plumtree_{name}_received"] += 1
-                        effects += self.pt.handle(now, Receive(end.peer, message))
+                effects += self.from_peer(now, end.peer, messages)
             else:
                 effects += self.from_client(now, end.worker, messages)
             if end.pipe.broken:
                 self.drop_pipe(fd)
         self.apply(effects)
+
+    def from_worker(self, decoder: wire.FrameDecoder, data: bytes) -> list | None:
+        """The messages in ``data`` from one of our workers; None (logged) if it wrote
+        what no worker of ours writes: a bug, not a peer."""
+        try:
+            return decoder.feed(data)
+        except wire.WireError as exc:
+            logger.error("[{}] Gossip: bad frame from a worker: {}", self.node_id, exc)
+            return None
+
+    def from_peer(self, now: float, peer: str, messages: list) -> list:
+        """A peer's Plumtree messages, in order; the effects (applied together: one batch
+        per link for everything read)."""
+        effects: list = []
+        for message in messages:
+            if type(message) in PLUMTREE:
+                self.counters[f"plumtree_{type(message).__name__.lower()}_received"] += 1
+                effects += self.pt.handle(now, Receive(peer, message))
+        return effects
 
     def from_client(self, now: float, worker: Any, messages: list) -> list:
         """A client's Subscribe and Publish requests (checked by its worker), in its
@@ -629,21 +642,20 @@ class Gossip(SatelliteActor):
 
     def publish(self, now: float, name: str, data: bytes) -> list:
         """Broadcast an event from one of our clients; the effects to apply."""
+        return self.broadcast(now, wire.encode(link.Event(name, data, self.node_id)))
+
+    def broadcast(self, now: float, payload: bytes, kind: str = "") -> list:
+        """Broadcast ``payload`` under a new id (``kind`` keeps the ids of state deltas
+        apart from events'); the effects to apply."""
         self.counters["plumtree_broadcasts"] += 1
         self.counter += 1
-        seed = f"{self.node_id}/{os.getpid()}/{time.time_ns()}/{self.counter}".encode()
+        seed = f"{self.node_id}/{os.getpid()}/{time.time_ns()}/{kind}{self.counter}".encode()
         mid = hashlib.blake2b(seed, digest_size=16).digest()
-        payload = wire.encode(link.Event(name, data, self.node_id))
         return self.pt.handle(now, Broadcast(mid, payload))
 
     def on_message(self, now: float, msg: Any, sender: Any) -> None:
         if isinstance(msg, FromPeer):
-            effects: list = []  # applied together: one batch per link for the whole read
-            for message in msg.messages:
-                if type(message) in PLUMTREE:
-                    self.counters[f"plumtree_{type(message).__name__.lower()}_received"] += 1
-                    effects += self.pt.handle(now, Receive(msg.peer, message))
-            self.apply(effects)
+            self.apply(self.from_peer(now, msg.peer, msg.messages))
         elif isinstance(msg, WatchMessage):
             self.read_pipes(now, msg.ready)
         elif isinstance(msg, WakeupMessage):
@@ -667,12 +679,9 @@ class Gossip(SatelliteActor):
             self.add_pipe(PipeEnd(pipe, None, msg.worker))
             self.send(msg.worker, PipeFor(handle))
         elif isinstance(msg, FromClient):
-            try:
-                messages = wire.FrameDecoder().feed(msg.frames)
-            except wire.WireError as exc:  # our own worker wrote it: a bug, not a client
-                logger.error("[{}] Gossip: bad frame from a worker: {}", self.node_id, exc)
-                return
-            self.apply(self.from_client(now, sender, messages))
+            messages = self.from_worker(wire.FrameDecoder(), msg.frames)
+            if messages is not None:
+                self.apply(self.from_client(now, sender, messages))
         elif isinstance(msg, (ClientGone, WorkerExited)):
             key = str(msg.worker if isinstance(msg, ClientGone) else msg.address)
             fd = self.pipe_of.get(key)
@@ -681,12 +690,8 @@ class Gossip(SatelliteActor):
                 self.drop_pipe(fd)
             self.subscribers.pop(key, None)
         elif isinstance(msg, PublishDelta):
-            self.counters["plumtree_broadcasts"] += 1
             self.counters["plumtree_state_deltas"] += 1
-            self.counter += 1
-            seed = f"{self.node_id}/{os.getpid()}/{time.time_ns()}/d{self.counter}".encode()
-            mid = hashlib.blake2b(seed, digest_size=16).digest()
-            self.apply(self.pt.handle(now, Broadcast(mid, msg.frame)))
+            self.apply(self.broadcast(now, msg.frame, "d"))
         elif isinstance(msg, NotifyClients):
             self.notify(msg.delivery)
         elif isinstance(msg, ControlRequest):
