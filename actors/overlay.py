@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import socket
 import time
 from collections import Counter, deque
 from datetime import timedelta
@@ -20,8 +21,9 @@ from loguru import logger
 from thespian.actors import WakeupMessage, WatchMessage
 
 from actors.base import SatelliteActor
-from actors.connection import Connection, Pipe, SendFrames, StartWorker
+from actors.connection import Connection, Pipe, SendFrames, StartWorker, split_addr
 from protocols import hyparview, link, plumtree, wire
+from protocols.datagram import MAX_DATAGRAM, DatagramError, Postbox
 from protocols.events import (
     Broadcast,
     CloseLink,
@@ -238,10 +240,83 @@ class Membership(SatelliteActor):
         self.members_told: list | None = None  # what State last heard
         self.blocked: set[str] = set()  # peers cut off by an operator (a partition drill)
         self.faults = Faults()  # loss and delay injected on our outgoing peer traffic
+        self.rng = random.Random()
+        # One-shot messages (a SHUFFLE reply to a non-neighbour) go by datagram, on the
+        # peer port's number (protocols/datagram.py says why).
+        self.postbox = Postbox(self.context.get("keyring"))
+        self.udp = self._open_udp(args.get("bind") or self.me)
+        self.watching = [self.udp.fileno()] if self.udp is not None else []
         self.apply(self.hv.handle(time.monotonic(), TimerFired(hyparview.PromoteTick())))
         for seed in args.get("join", []):
             if seed != self.me:
                 self.apply(self.hv.handle(time.monotonic(), JoinVia(seed)))
+
+    def _open_udp(self, bind: str) -> socket.socket | None:
+        """A UDP socket on the peer port's address, or None (one-shot messages then take a
+        temporary connection, as before): a node still works without it."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind(split_addr(bind))
+        except OSError as exc:
+            sock.close()
+            logger.warning(
+                "[{}] Membership: no datagrams on UDP {} ({}); shuffle replies take "
+                "temporary connections",
+                self.node_id,
+                bind,
+                exc.strerror or exc,
+            )
+            return None
+        sock.setblocking(False)
+        return sock
+
+    def stopping(self) -> None:
+        if self.udp is not None:
+            self.udp.close()
+            self.udp = None
+        self.watching = []
+
+    def read_datagrams(self, now: float) -> None:
+        for _ in range(64):  # then Thespian's loop has a turn; the rest wait in the socket
+            try:
+                data, addr = self.udp.recvfrom(MAX_DATAGRAM + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            try:
+                sender, message = self.postbox.open(data, int(time.time() * 1000))
+            except DatagramError as exc:
+                self.counters["datagrams_refused"] += 1
+                logger.warning(
+                    "[{}] Membership: datagram from {}:{} refused: {}", self.node_id, *addr, exc
+                )
+                continue
+            if sender in self.blocked or sender == self.me:
+                continue
+            self.counters["datagrams_received"] += 1
+            self.counters[f"hyparview_{type(message).__name__.lower()}_received"] += 1
+            self.apply(self.hv.handle(now, Receive(sender, message)))
+
+    def post(self, peer: str, message: Any) -> bool:
+        """Send ``message`` to ``peer`` as a datagram; False if it must take a connection."""
+        if self.udp is None or peer in self.blocked:
+            return False
+        try:
+            data = self.postbox.seal(self.me, message, int(time.time() * 1000), os.urandom(12))
+        except ValueError:
+            return False
+        if self.faults.loss and self.rng.random() < self.faults.loss:
+            self.counters["datagrams_dropped_by_faults"] += 1
+            return True
+        try:
+            self.udp.sendto(data, split_addr(peer))
+        except OSError as exc:  # lost, as a datagram may be: the next shuffle makes up
+            self.counters["datagrams_unsent"] += 1
+            logger.debug("[{}] Membership: datagram to {}: {}", self.node_id, peer, exc)
+            return True
+        self.counters["datagrams_sent"] += 1
+        return True
 
     def on_context(self) -> None:
         dialer = self.context.get("peer_workers")
@@ -290,6 +365,9 @@ class Membership(SatelliteActor):
                     self.apply(self.hv.handle(now, Receive(msg.peer, message)))
         elif isinstance(msg, WakeupMessage):
             self.apply(self.hv.handle(now, TimerFired(msg.payload)))
+        elif isinstance(msg, WatchMessage):
+            if self.udp is not None:
+                self.read_datagrams(now)
         elif isinstance(msg, Query):
             self.send(sender, Answer(msg.what, msg.token, self.answer(msg.what)))
             return
@@ -441,10 +519,15 @@ class Membership(SatelliteActor):
             kind = type(effect)
             if kind is Send:
                 # A message to a peer that is neither a neighbour nor being asked to become
-                # one (a SHUFFLE reply, a refusal) goes over a temporary connection, as the
+                # one (a SHUFFLE reply, a refusal) goes by datagram when it may and no
+                # connection to that peer stands, else over a temporary connection, as the
                 # paper has it: closed once written, or links would pile up with shuffles.
-                one_shot = not self.hv.depends_on(effect.peer)
-                self._send(effect.peer, wire.encode(effect.message), one_shot)
+                peer = effect.peer
+                one_shot = not self.hv.depends_on(peer)
+                if one_shot and peer not in self.workers and peer not in self.outbox:
+                    if self.post(peer, effect.message):
+                        continue
+                self._send(peer, wire.encode(effect.message), one_shot)
             elif kind is SetTimer:
                 self.wakeupAfter(timer_delay(effect), payload=effect.timer)
             elif kind is CloseLink:

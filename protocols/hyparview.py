@@ -142,9 +142,9 @@ class Config:
     passive_size: int = 30
     arwl: int = 6  # active random walk length (FORWARD_JOIN ttl)
     prwl: int = 3  # passive random walk length: at this ttl the joiner enters the passive view
-    # DESIGN's 10 s. Every shuffle reply costs a temporary connection (a process on each
-    # end here), but at 30 s the passive views went stale: after 80% of 1000 nodes
+    # DESIGN's 10 s. At 30 s the passive views went stale: after 80% of 1000 nodes
     # crashed, reliability fell from 0.999 to 0.97-0.98 and never healed (simulator).
+    # A reply to a non-neighbour goes by datagram on a node (protocols/datagram.py).
     shuffle_interval: float = 10.0
     shuffle_active: int = 3
     shuffle_passive: int = 4
@@ -490,7 +490,7 @@ class HyParView:
                 out.append(Send(nxt, Shuffle(msg.origin, ttl, msg.nodes)))
                 return
         reply = tuple(self._sample(self.passive_view, len(msg.nodes)))
-        # The reply goes over a temporary connection, as the paper describes.
+        # Straight to the origin (the paper: a temporary connection; a node: a datagram).
         out.append(Send(msg.origin, ShuffleReply(reply)))
         for node in msg.nodes:
             self._add_passive(node, prefer_drop=reply)

@@ -71,7 +71,12 @@ def node_tree(config: dict[str, Any]) -> dict:
             worker(
                 "membership",
                 "actors.overlay.Membership",
-                {"peer": peer, "incarnation": config["incarnation"], "join": config["join"]},
+                {
+                    "peer": peer,
+                    "bind": config["bind"],
+                    "incarnation": config["incarnation"],
+                    "join": config["join"],
+                },
             ),
             worker("gossip", "actors.overlay.Gossip", {"peer": peer}),
             worker(

@@ -200,6 +200,10 @@ def test_on_the_open_network_only_the_client_and_http_ports_listen_beyond_loopba
         private = [c for c in _listening(node) if c.laddr.ip == "127.0.0.1"]
         assert private, "Thespian's own sockets, all on loopback"
         assert all(psutil.pid_exists(c.pid) for c in private)
+        # UDP: only the peer port's datagrams (shuffle replies), where the peer port is.
+        pids = node.pids()
+        udp = {tuple(c.laddr) for c in psutil.net_connections("udp") if c.pid in pids}
+        assert udp == {("127.0.0.1", node.peer_port)}
     finally:
         node.kill()
 

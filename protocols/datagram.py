@@ -1,0 +1,140 @@
+"""One-shot HyParView messages as UDP datagrams, sans-IO: a SHUFFLE reply to a node that
+is not a neighbour.
+
+The paper sends that reply over a temporary TCP connection. Here a connection costs a
+worker process at both ends (a fork, Thespian's start and exit notices, the Hello and
+key handshakes); with a shuffle every 10 s, about half of the replies went to a node
+that was not a neighbour, and those short-lived workers were the largest part of an
+idle node's CPU (issue 8). A datagram is one ``sendto`` and one ``recvfrom``. Losing one
+costs nothing the protocol counts on: the paper treats the reply as best effort, and the
+next shuffle refreshes the passive view anyway. Serf's memberlist splits its traffic the
+same way: gossip by UDP, state exchange by TCP, both on the same port number.
+
+Layout (after a 4-byte header ``b"SAT"`` + version)::
+
+    version 1, no cluster key:  letter frame + message frame
+    version 2, with a key:      key_id (8) + nonce (12) + ChaCha20-Poly1305 of the same,
+                                under a key derived from the cluster key for datagrams only,
+                                the header and key_id as associated data
+
+The letter names the sender's peer address and when it was sent (milliseconds of wall
+clock, given by the caller): a sealed datagram older or newer than ``MAX_AGE_MS`` is
+refused, so a recorded one replays for a minute at most, and all it can repeat is a list
+of addresses a key holder once sent. Only ``DATAGRAM_MESSAGES`` travel this way; anything
+else in a datagram is refused like a malformed one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from protocols import wire
+from protocols.hyparview import ShuffleReply
+from protocols.secure import KEY_ID_BYTES, key_id
+from protocols.wire import PEER, UInt, register
+
+MAGIC = b"SAT"
+PLAIN, SEALED = 1, 2
+NONCE_BYTES = 12
+MAX_DATAGRAM = 1400  # fits one Ethernet frame: no IP fragments to lose on the office LAN
+MAX_AGE_MS = 60_000
+DATAGRAM_MESSAGES = (ShuffleReply,)
+
+
+class DatagramError(wire.WireError):
+    """Not a datagram we take: malformed, sealed under another key, stale, or a message
+    that does not travel by datagram."""
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """What comes before the message: who sent it, and when."""
+
+    sender: str  # host:port of its peer port
+    sent_ms: int  # wall clock, milliseconds since the epoch
+
+
+register("letter", Letter, [("from", "sender", PEER), ("ms", "sent_ms", UInt((1 << 63) - 1))])
+
+
+def _datagram_key(key: bytes) -> ChaCha20Poly1305:
+    hkdf = HKDF(hashes.SHA256(), 32, salt=None, info=b"satellite datagram")
+    return ChaCha20Poly1305(hkdf.derive(key))
+
+
+class Postbox:
+    """Seals and opens datagrams for one node. ``keyring`` as the node's links use it: the
+    first key seals; any key of the ring opens what names it. None or empty: plain."""
+
+    def __init__(self, keyring: list[bytes] | None = None) -> None:
+        self.keyring = list(keyring or [])
+        self._ciphers = {key_id(k): _datagram_key(k) for k in self.keyring}
+
+    def seal(self, sender: str, message: Any, now_ms: int, nonce: bytes) -> bytes:
+        """The datagram carrying ``message``; ValueError if it may not go as one or does
+        not fit in ``MAX_DATAGRAM`` (send it over a connection instead)."""
+        if type(message) not in DATAGRAM_MESSAGES:
+            raise ValueError(f"{type(message).__name__} does not travel by datagram")
+        body = wire.encode(Letter(sender, now_ms)) + wire.encode(message)
+        if not self.keyring:
+            out = MAGIC + bytes([PLAIN]) + body
+        else:
+            if len(nonce) != NONCE_BYTES:
+                raise ValueError(f"the nonce must be {NONCE_BYTES} bytes")
+            header = MAGIC + bytes([SEALED]) + key_id(self.keyring[0])
+            cipher = self._ciphers[header[4:]]
+            out = header + nonce + cipher.encrypt(nonce, body, header)
+        if len(out) > MAX_DATAGRAM:
+            raise ValueError(f"{len(out)} bytes do not fit in one datagram")
+        return out
+
+    def open(self, data: bytes, now_ms: int) -> tuple[str, Any]:
+        """(sender, message) of a datagram; DatagramError for anything we do not take."""
+        if len(data) > MAX_DATAGRAM:
+            raise DatagramError(f"{len(data)} bytes, more than a datagram of ours")
+        if data[:3] != MAGIC or len(data) < 4:
+            raise DatagramError("not a Satellite datagram")
+        version = data[3]
+        if version == PLAIN:
+            if self.keyring:
+                raise DatagramError("not sealed, and this node expects the cluster key")
+            body = data[4:]
+        elif version == SEALED:
+            if not self.keyring:
+                raise DatagramError("sealed under a cluster key, and this node has none")
+            header_end = 4 + KEY_ID_BYTES
+            cipher = self._ciphers.get(bytes(data[4:header_end]))
+            if cipher is None:
+                raise DatagramError("sealed under another cluster key")
+            nonce = bytes(data[header_end : header_end + NONCE_BYTES])
+            try:
+                body = cipher.decrypt(
+                    nonce, bytes(data[header_end + NONCE_BYTES :]), data[:header_end]
+                )
+            except (InvalidTag, ValueError):
+                raise DatagramError("did not open under the cluster key") from None
+        else:
+            raise DatagramError(f"datagram version {version}")
+        letter, message = _two_frames(body)
+        if type(letter) is not Letter:
+            raise DatagramError(f"{type(letter).__name__} where a letter belongs")
+        if type(message) not in DATAGRAM_MESSAGES:
+            raise DatagramError(f"{type(message).__name__} does not travel by datagram")
+        if self.keyring and abs(now_ms - letter.sent_ms) > MAX_AGE_MS:
+            raise DatagramError(f"sent {(now_ms - letter.sent_ms) / 1000:.0f} s from now")
+        return letter.sender, message
+
+
+def _two_frames(body: bytes) -> tuple[Any, Any]:
+    if len(body) < 4:
+        raise DatagramError("no letter")
+    first = 4 + int.from_bytes(body[:4], "big")
+    if first > len(body):
+        raise DatagramError("the letter is cut short")
+    return wire.decode_frame(body[:first]), wire.decode_frame(body[first:])
