@@ -71,6 +71,14 @@ def timers(effects: list, kind: type | None = None) -> list[SetTimer]:
     return [e for e in effects if type(e) is SetTimer and (kind is None or type(e.timer) is kind)]
 
 
+def flush_timers(effects: list, cfg: Config) -> int:
+    """How many IHAVE flush timers ``effects`` set, each checked to fall in the jittered
+    window: half to one and a half times ``ihave_delay``."""
+    armed = timers(effects, FlushIHave)
+    assert all(0.5 * cfg.ihave_delay <= t.delay < 1.5 * cfg.ihave_delay for t in armed)
+    return len(armed)
+
+
 def delivers(effects: list) -> list[Deliver]:
     return [e for e in effects if type(e) is Deliver]
 
@@ -128,7 +136,7 @@ def test_broadcast_delivers_pushes_eagerly_and_queues_lazy_announcements():
     out = node.handle(1.0, Broadcast(b"m", P))
     assert delivers(out) == [Deliver(b"m", P, 0)]
     assert sends(out) == [(1, Gossip(b"m", 1, P)), (2, Gossip(b"m", 1, P))]
-    assert timers(out) == [SetTimer(0.02, FlushIHave())]
+    assert timers(out) == timers(out, FlushIHave) and flush_timers(out, cfg) == 1
     assert sends(flush(node, 1.02)) == [
         (3, IHave(((b"m", 1),))),
         (4, IHave(((b"m", 1),))),
@@ -202,16 +210,30 @@ def test_prune_moves_sender_from_eager_to_lazy():
 def test_lazy_push_batches_one_ihave_per_peer_with_one_flush_timer():
     cfg = Config(ihave_delay=0.02)
     node = make(eager=[1], lazy=[2, 3], config=cfg)
-    armed = []
+    armed = 0
     for i, mid in enumerate((b"a", b"b", b"c")):
-        armed += timers(node.handle(1.0 + i * 0.005, Broadcast(mid, P)), FlushIHave)
-    assert armed == [SetTimer(0.02, FlushIHave())]  # one timer for the whole window
+        armed += flush_timers(node.handle(1.0 + i * 0.005, Broadcast(mid, P)), cfg)
+    assert armed == 1  # one timer for the whole window
     entries = ((b"a", 1), (b"b", 1), (b"c", 1))
     assert sends(flush(node, 1.02)) == [(2, IHave(entries)), (3, IHave(entries))]
     assert sends(flush(node, 1.04)) == []  # the queue was emptied
     # A broadcast after the flush opens a new window.
     out = node.handle(1.05, Broadcast(b"d", P))
-    assert timers(out, FlushIHave) == [SetTimer(0.02, FlushIHave())]
+    assert flush_timers(out, cfg) == 1
+
+
+def test_the_ihave_window_is_jittered_so_it_cannot_phase_lock_with_a_periodic_publisher():
+    cfg = Config(ihave_delay=0.05)
+    node = make(eager=[1], lazy=[2], config=cfg)
+    delays = []
+    for i in range(200):  # one broadcast every 50 ms, each in a window of its own
+        now = 1.0 + i * 0.05
+        delays += [t.delay for t in timers(node.handle(now, Broadcast(b"%d" % i, P)), FlushIHave)]
+        flush(node, now + 0.049)
+    assert len(delays) == 200 and len(set(delays)) == 200
+    assert all(0.025 <= d < 0.075 for d in delays)
+    assert 0.045 < sum(delays) / len(delays) < 0.055  # the same window on average
+    assert min(delays) < 0.03 and max(delays) > 0.07
 
 
 def test_ihave_entries_beyond_ihave_max_split_into_frames():
@@ -454,11 +476,12 @@ def test_anti_entropy_sends_nothing_without_neighbours_or_recent_payloads():
 
 
 def test_neighbor_up_after_broadcasts_announces_recent_ids_to_new_peer():
-    node = make(eager=[1], config=Config(ihave_delay=0.02))
+    cfg = Config(ihave_delay=0.02)
+    node = make(eager=[1], config=cfg)
     node.handle(1.0, Broadcast(b"a", P))
     node.handle(1.1, Receive(1, Gossip(b"b", 2, P)))
     out = node.handle(2.0, NeighborUp(5))
-    assert out == [SetTimer(0.02, FlushIHave())]
+    assert len(out) == 1 and flush_timers(out, cfg) == 1
     assert list(node.eager_peers) == [1, 5]
     assert sends(flush(node, 2.02)) == [(5, IHave(((b"b", 3), (b"a", 1))))]
 
