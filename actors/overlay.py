@@ -522,11 +522,12 @@ class Membership(SatelliteActor):
                 # one (a SHUFFLE reply, a refusal) goes by datagram when it may and no
                 # connection to that peer stands, else over a temporary connection, as the
                 # paper has it: closed once written, or links would pile up with shuffles.
+                # A connection to such a peer is a temporary one (its direct SHUFFLE, say),
+                # which its other end closes once written: the reply goes by datagram too.
                 peer = effect.peer
                 one_shot = not self.hv.depends_on(peer)
-                if one_shot and peer not in self.workers and peer not in self.outbox:
-                    if self.post(peer, effect.message):
-                        continue
+                if one_shot and peer not in self.outbox and self.post(peer, effect.message):
+                    continue
                 self._send(peer, wire.encode(effect.message), one_shot)
             elif kind is SetTimer:
                 self.wakeupAfter(timer_delay(effect), payload=effect.timer)
