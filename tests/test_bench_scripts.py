@@ -243,3 +243,29 @@ def test_cpu_window_counts_reaped_children_but_not_what_they_used_before_it(tmp_
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_actor_floor_measures_idle_actors_and_refuses_a_bad_count(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from bench.cluster import ADMIN_OFFSET, ROOT, free_port_block
+
+    script = str(ROOT / "bench" / "actor_floor.py")
+    bad = subprocess.run([sys.executable, script, "--actors", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--actors" in bad.stderr
+    admin = free_port_block(1) + ADMIN_OFFSET
+    out = tmp_path / "floor.json"
+    args = ["--actors", "2", "--admin-port", str(admin), "--json", str(out)]
+    run = subprocess.run(
+        [sys.executable, script, *args], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    figures = json.loads(out.read_text())
+    assert len(figures["actors"]) == 2 and len({r["pid"] for r in figures["actors"]}) == 2
+    for row in figures["actors"]:
+        # Private memory only grows once forked: the start writes to shared pages.
+        assert 0 < row["at_fork"] < row["first_message"] <= row["after_1s"] + 0.5
+    assert figures["launcher_imports_anonymous_mib"] > 1
+    assert "at its first message" in run.stdout
