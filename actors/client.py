@@ -14,16 +14,14 @@ from typing import Any
 
 import msgpack
 
-from actors.connection import Connection, Pipe
+from actors.connection import Connection, PipeFor
 from actors.overlay import (
     Answer,
     ClientGone,
     ControlRequest,
     Deliveries,
     FromClient,
-    PipeFor,
     Query,
-    WantPipe,
 )
 from actors.state import SetTargetRequest
 from protocols import link, wire
@@ -72,7 +70,7 @@ class ClientWorker(Connection):
                 self.write(wire.encode(link.Welcome(link.PROTOCOL_VERSION, self.node_id, peer)))
                 # Subscriptions, events and deliveries go through a pipe to Gossip; until
                 # it comes, what is for Gossip waits in order (``to_pipe``).
-                self.send(self.context["gossip"], WantPipe(self.myAddress))
+                self.want_pipe()
             return
         if kind is link.Subscribe:
             self.to_pipe(frame)
@@ -157,12 +155,7 @@ class ClientWorker(Connection):
         if isinstance(msg, Deliveries):
             self.write(msg.frames)
         elif isinstance(msg, PipeFor):
-            if self.sock is None:
-                return  # closed already: what waited for the pipe went as FromClient
-            try:
-                self.use_pipe(Pipe.take(msg.handle))
-            except OSError as exc:
-                self.close(f"no pipe to Gossip: {exc}")
+            self.pipe_for(msg.handle)  # closed already: what waited went as FromClient
         elif isinstance(msg, Answer):
             token, name = msg.token
             entry = self.pending.get(token)

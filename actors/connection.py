@@ -52,6 +52,24 @@ class SendFrames:
         self.close = close
 
 
+class WantPipe:
+    """From a connection worker to Gossip: make us a pipe, to reach ``peer`` (None: an
+    Antenna's worker). Gossip makes it and keeps its end, so a worker that writes and
+    leaves at once cannot take the pipe away unread; and only Gossip runs the thread
+    that hands descriptors over (multiprocessing's resource sharer: 0.55 MiB in each
+    process that sends one, measured with an idle actor)."""
+
+    def __init__(self, worker: Any, peer: str | None = None) -> None:
+        self.worker, self.peer = worker, peer
+
+
+class PipeFor:
+    """From Gossip to a connection worker: its end of the pipe (``Pipe.pair``)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+
 class Pipe:
     """One end of a local stream between a connection worker and Gossip.
 
@@ -162,9 +180,10 @@ class Connection(SatelliteActor):
         self.outbox = bytearray()
         self.flush_armed = False
         self.closing = False
-        self.pipe: Pipe | None = None  # to Gossip, once ``open_pipe`` made it
+        self.pipe: Pipe | None = None  # to Gossip, once Gossip sent it (``want_pipe``)
+        self.pipe_wanted = False
         self.pipe_in = bytearray()  # from the pipe, up to the end of the last whole frame
-        self.pipe_pending = bytearray()  # for the pipe, before it came (``use_pipe``)
+        self.pipe_pending = bytearray()  # for the pipe, before it came (``pipe_for``)
         self.last_rx = self.last_tx = time.monotonic()
         self.remote = "?"
         # With a cluster key, nothing but the handshake goes out or comes in until both
@@ -323,14 +342,25 @@ class Connection(SatelliteActor):
 
     # -- the pipe to Gossip ---------------------------------------------------------------
 
-    def open_pipe(self) -> Any:
-        """Make the pipe to Gossip: the handle of its other end goes to Gossip."""
-        self.pipe, handle = Pipe.pair()
-        self.watching.append(self.pipe.fileno())
-        return handle
+    def want_pipe(self, peer: str | None = None) -> None:
+        """Ask Gossip for a pipe (``WantPipe``); until it comes (``pipe_for``), what
+        ``to_pipe`` gets waits in ``pipe_pending``."""
+        gossip = self.context.get("gossip")
+        if gossip is not None and not self.pipe_wanted:
+            self.pipe_wanted = True
+            self.send(gossip, WantPipe(self.myAddress, peer))
 
-    def use_pipe(self, pipe: Pipe) -> None:
-        """A pipe to Gossip that Gossip made: what waited for it goes first."""
+    def pipe_for(self, handle: Any) -> None:
+        """Gossip's answer: our end of the pipe. What waited for it goes first."""
+        try:
+            pipe = Pipe.take(handle)
+        except OSError as exc:
+            if self.sock is not None:
+                self.close(f"no pipe to Gossip: {exc}")
+            return
+        if self.sock is None:
+            pipe.close()  # closed already: taken all the same, or Gossip's end would wait
+            return
         self.pipe = pipe
         self.watching.append(pipe.fileno())
         if self.pipe_pending:

@@ -21,7 +21,15 @@ from loguru import logger
 from thespian.actors import WakeupMessage, WatchMessage
 
 from actors.base import SatelliteActor
-from actors.connection import Connection, Pipe, SendFrames, StartWorker, split_addr
+from actors.connection import (
+    Connection,
+    Pipe,
+    PipeFor,
+    SendFrames,
+    StartWorker,
+    WantPipe,
+    split_addr,
+)
 from protocols import hyparview, link, plumtree, wire
 from protocols.datagram import MAX_DATAGRAM, DatagramError, Postbox
 from protocols.events import (
@@ -63,14 +71,6 @@ class Deliveries:
 
     def __init__(self, frames: bytes) -> None:
         self.frames = frames
-
-
-class OpenPipe:
-    """From a connection worker to Gossip: the other end of its pipe (``Pipe.pair``),
-    and the peer it reaches (None: an Antenna's worker)."""
-
-    def __init__(self, worker: Any, handle: Any, peer: str | None) -> None:
-        self.worker, self.handle, self.peer = worker, handle, peer
 
 
 class PipeEnd:
@@ -187,21 +187,6 @@ class Query:
 class Answer:
     def __init__(self, what: str, token: Any, body: Any) -> None:
         self.what, self.token, self.body = what, token, body
-
-
-class WantPipe:
-    """From a ClientWorker to Gossip: make us a pipe (Gossip makes it and keeps its end,
-    so a client that publishes and leaves at once cannot take the pipe away unread)."""
-
-    def __init__(self, worker: Any) -> None:
-        self.worker = worker
-
-
-class PipeFor:
-    """From Gossip to a ClientWorker: its end of the pipe (``Pipe.pair``)."""
-
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
 
 
 class FromClient:
@@ -631,13 +616,6 @@ class Gossip(SatelliteActor):
 
     # -- pipes: the data path to and from the connection workers ----------------------------
 
-    def open_pipe(self, msg: OpenPipe) -> None:
-        try:
-            pipe = Pipe.take(msg.handle)
-        except OSError:
-            return  # the worker died before we took it: nothing to carry
-        self.add_pipe(PipeEnd(pipe, msg.peer, msg.worker))
-
     def add_pipe(self, end: PipeEnd) -> None:
         old = self.pipe_of.get(end.key)
         if old is not None:
@@ -747,8 +725,6 @@ class Gossip(SatelliteActor):
                 self.flush_armed = False  # handle() flushes after every message
             else:
                 self.apply(self.pt.handle(now, TimerFired(msg.payload)))
-        elif isinstance(msg, OpenPipe):
-            self.open_pipe(msg)
         elif isinstance(msg, Link):
             if msg.worker is None:
                 self.links.pop(msg.peer, None)
@@ -760,7 +736,7 @@ class Gossip(SatelliteActor):
                     self.apply(self.pt.handle(now, NeighborUp(msg.peer)))
         elif isinstance(msg, WantPipe):
             pipe, handle = Pipe.pair()
-            self.add_pipe(PipeEnd(pipe, None, msg.worker))
+            self.add_pipe(PipeEnd(pipe, msg.peer, msg.worker))
             self.send(msg.worker, PipeFor(handle))
         elif isinstance(msg, FromClient):
             messages = self.from_worker(wire.FrameDecoder(), msg.frames)
@@ -888,7 +864,9 @@ class PeerWorker(Connection):
         super().init(args)
 
     def handle(self, msg: Any, sender: Any) -> None:
-        if isinstance(msg, Faults):
+        if isinstance(msg, PipeFor):
+            self.pipe_for(msg.handle)
+        elif isinstance(msg, Faults):
             self.faults = msg
         elif isinstance(msg, SendFrames) and self.faults.active and msg.frames and not msg.close:
             self.from_pipe(msg.frames)
@@ -929,13 +907,11 @@ class PeerWorker(Connection):
             self.remote = msg.peer
             self.greeted = True
             self.send(self.context["membership"], PeerUp(msg.peer, msg, self.myAddress))
-            gossip = self.context.get("gossip")
-            if gossip is not None:
-                self.send(gossip, OpenPipe(self.myAddress, self.open_pipe(), msg.peer))
+            self.want_pipe(msg.peer)
         elif kind in HYPARVIEW:
             self.inbox.setdefault("membership", []).append(msg)
         elif kind in PLUMTREE:
-            if self.pipe is not None:
+            if self.pipe_wanted:
                 self.for_gossip += frame  # as it came: Gossip decodes it once more
             else:
                 self.inbox.setdefault("gossip", []).append(msg)
@@ -959,6 +935,12 @@ class PeerWorker(Connection):
             self.write(wire.encode(link.Ping()))
 
     def closed(self, reason: str) -> None:
+        gossip = self.context.get("gossip")
+        if self.pipe is None and self.pipe_pending and gossip is not None:
+            # Closed before the pipe came: what waited for it goes as a message.
+            messages = wire.FrameDecoder().feed(bytes(self.pipe_pending))
+            self.pipe_pending.clear()
+            self.send(gossip, FromPeer(self.peer, messages))
         membership = self.context.get("membership")
         peer = self.peer or self.init_args.get("connect")
         if membership is not None and peer is not None:

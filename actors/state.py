@@ -179,8 +179,7 @@ class State(SatelliteActor):
 
     def gauges(self) -> dict:
         return {
-            f"state_{space}_entries": len(self.replica.get(space, "all").keys())
-            for space in SPACES
+            f"state_{space}_entries": len(self.replica.get(space, "all").keys()) for space in SPACES
         }
 
     # -- the "data" stream: the office snapshot, coalesced ----------------------------------
@@ -277,9 +276,7 @@ class State(SatelliteActor):
             doomed = [
                 key
                 for key, value in current.value().items()
-                if key != self.node_id
-                and isinstance(value, dict)
-                and value.get("at", 0) < horizon
+                if key != self.node_id and isinstance(value, dict) and value.get("at", 0) < horizon
             ]
             if not doomed:
                 continue

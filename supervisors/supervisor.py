@@ -70,7 +70,9 @@ class Supervisor(SatelliteActor):
         self.shutdown_to: Any = None
         self.refused_logged = -10.0
         self.launcher_pid = args.get("launcher_pid")
-        self.notify = args.get("notify")
+        # Who hears of a worker's exit (WorkerExited), the first also of a dial refused.
+        notify = args.get("notify") or []
+        self.notify: list[str] = [notify] if isinstance(notify, str) else list(notify)
         # A worker costs a process: beyond this many, new connections are refused (a
         # thousand connections at once must not become a thousand processes).
         self.max_children = args.get("max_children")
@@ -117,8 +119,10 @@ class Supervisor(SatelliteActor):
             self.normal.discard(handle)
             self.pids.pop(handle, None)
             address = self.addresses.pop(handle, None)
-            if self.notify and address is not None and self.context.get(self.notify):
-                self.send(self.context[self.notify], WorkerExited(address))
+            if address is not None:
+                for name in self.notify:
+                    if self.context.get(name) is not None:
+                        self.send(self.context[name], WorkerExited(address))
             self.apply(self.core.exited(now, handle, normal))
         elif isinstance(msg, ExitingNormally):
             self.normal.add(str(sender))
@@ -149,9 +153,10 @@ class Supervisor(SatelliteActor):
             self.apply(self.core.shutdown(now))
 
     def refuse_worker(self, args: dict) -> None:
-        if "connect" in args and self.notify and self.context.get(self.notify):
+        first = self.context.get(self.notify[0]) if self.notify else None
+        if "connect" in args and first is not None:
             # A dial we will not make: for Membership, a peer that could not be reached.
-            self.send(self.context[self.notify], PeerGone(args["connect"], None))
+            self.send(first, PeerGone(args["connect"], None))
         fd = args.get("fd")
         if fd is not None:
             try:

@@ -112,7 +112,8 @@ def node_tree(config: dict[str, Any]) -> dict:
                 "peer_workers",
                 {"strategy": "simple_one_for_one", "intensity": 1000, "period": 1.0},
                 [worker("peer_worker", "actors.overlay.PeerWorker", restart="temporary")],
-                {"notify": "membership", "max_children": config.get("max_peers", 32)},
+                # Gossip too: the pipe it made for a worker that died before taking it.
+                {"notify": ["membership", "gossip"], "max_children": config.get("max_peers", 32)},
             ),
             supervisor(
                 "client_workers",
