@@ -4,7 +4,8 @@ Every simulated node is a ``protocols.stack.Stack``: the same HyParView and
 Plumtree objects a Pi runs. The network is modelled as the node's transport
 behaves: each pair of nodes has a fixed latency (so a link is FIFO, like a TCP
 connection); a message to a node that is down or across a partition is lost
-and its sender gets ``PeerFailed`` one latency later (a reset or a timeout);
+and its sender gets ``PeerFailed`` one latency later (a reset or a timeout),
+except one that a node sends as a datagram (a SHUFFLE reply), which is just lost;
 when a node crashes, the peers holding a link to it notice after the
 keepalive delay. ``--loss`` drops Plumtree messages only: HyParView's travel
 on connections whose failure is reported, while broadcast frames can be shed
@@ -35,6 +36,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from protocols import hyparview, plumtree
+from protocols.datagram import DATAGRAM_MESSAGES
 from protocols.events import (
     Broadcast,
     Deliver,
@@ -186,7 +188,7 @@ class Simulation:
                     # A message to a node that is down, or to the process it was before
                     # a restart: the sender's link to that incarnation resets.
                     sender = event[0]
-                    if stacks[sender] is not None:
+                    if stacks[sender] is not None and type(event[1]) not in DATAGRAM_MESSAGES:
                         failed = PeerFailed(node, inc)
                         self.push(at + self.latency(node, sender), sender, failed)
                 continue
@@ -195,7 +197,8 @@ class Simulation:
                 sender, msg = event
                 if self.group[sender] != self.group[node]:
                     # Cut by a partition: lost, and the sender times out.
-                    self.push(at + self.detect, sender, PeerFailed(node, inc))
+                    if type(msg) not in DATAGRAM_MESSAGES:
+                        self.push(at + self.detect, sender, PeerFailed(node, inc))
                     continue
                 event = Receive(sender, msg)
             self.apply(node, stack.handle(at, event))

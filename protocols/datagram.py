@@ -1,14 +1,17 @@
 """One-shot HyParView messages as UDP datagrams, sans-IO: a SHUFFLE reply to a node that
-is not a neighbour.
+is not a neighbour, and a SHUFFLE sent straight to a passive peer.
 
-The paper sends that reply over a temporary TCP connection. Here a connection costs a
+The paper sends the reply over a temporary TCP connection. Here a connection costs a
 worker process at both ends (a fork, Thespian's start and exit notices, the Hello and
 key handshakes); with a shuffle every 10 s, about half of the replies went to a node
 that was not a neighbour, and those short-lived workers were the largest part of an
-idle node's CPU (issue 8). A datagram is one ``sendto`` and one ``recvfrom``. Losing one
-costs nothing the protocol counts on: the paper treats the reply as best effort, and the
-next shuffle refreshes the passive view anyway. Serf's memberlist splits its traffic the
-same way: gossip by UDP, state exchange by TCP, both on the same port number.
+idle node's CPU (issue 8); the direct shuffles with a passive peer (a quarter) were
+most of the rest. A datagram is one ``sendto`` and one ``recvfrom``. Losing one costs
+nothing the protocol counts on: the paper treats the reply as best effort, the next
+shuffle refreshes the passive view anyway, and a passive peer that does not answer a
+direct shuffle is dropped (``shuffle_reply_timeout``), as a failed connection to it was.
+Serf's memberlist splits its traffic the same way: gossip by UDP, state exchange by
+TCP, both on the same port number.
 
 Layout (after a 4-byte header ``b"SAT"`` + version)::
 
@@ -35,7 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from protocols import wire
-from protocols.hyparview import ShuffleReply
+from protocols.hyparview import Shuffle, ShuffleReply
 from protocols.secure import KEY_ID_BYTES, key_id
 from protocols.wire import PEER, UInt, register
 
@@ -44,7 +47,7 @@ PLAIN, SEALED = 1, 2
 NONCE_BYTES = 12
 MAX_DATAGRAM = 1400  # fits one Ethernet frame: no IP fragments to lose on the office LAN
 MAX_AGE_MS = 60_000
-DATAGRAM_MESSAGES = (ShuffleReply,)
+DATAGRAM_MESSAGES = (Shuffle, ShuffleReply)
 
 
 class DatagramError(wire.WireError):

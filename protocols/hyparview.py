@@ -127,7 +127,12 @@ class NeighborTimeout:
     attempt: int
 
 
-TIMERS = (ShuffleTick, PromoteTick, ReconnectTick, NeighborTimeout, JoinRetry)
+@dataclass(frozen=True, slots=True)
+class ShuffleReplyTimeout:
+    peer: Peer
+
+
+TIMERS = (ShuffleTick, PromoteTick, ReconnectTick, NeighborTimeout, JoinRetry, ShuffleReplyTimeout)
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -150,6 +155,10 @@ class Config:
     shuffle_passive: int = 4
     shuffle_ttl: int = 6
     shuffle_with_passive: float = 0.25  # share of shuffles sent straight to a passive peer
+    # A passive peer sent a SHUFFLE straight that has not replied after this long is
+    # dropped from the passive view, as if the connection to it had failed: the SHUFFLE
+    # and its reply may travel as datagrams (a node does so), which fail silently.
+    shuffle_reply_timeout: float = 2.0
     neighbor_timeout: float = 0.5
     promote_interval: float = 5.0
     # Above the minimum, filling up towards active_size waits this long between tries: a
@@ -192,6 +201,7 @@ class HyParView:
     _tried: set = field(default_factory=set)  # rejected us since we last gained a link
     _join_failures: int = 0  # failed JOINs in a row, for the retry backoff
     _last_shuffle: tuple = ()  # what our last SHUFFLE carried, dropped first on its reply
+    _awaiting_reply: Peer | None = None  # the passive peer of our last direct SHUFFLE
     _last_fill: float | None = None  # when a PromoteTick last tried to fill up
     _started: bool = False
 
@@ -472,6 +482,8 @@ class HyParView:
             # leaves the component it starts in, this can; and it weeds out dead entries.
             target = self.passive_view[self.rng.randrange(len(self.passive_view))]
             ttl = 1
+            self._awaiting_reply = target
+            out.append(SetTimer(c.shuffle_reply_timeout, ShuffleReplyTimeout(target)))
         else:
             peers = list(self.active_view)
             target = peers[self.rng.randrange(len(peers))]
@@ -496,6 +508,8 @@ class HyParView:
             self._add_passive(node, prefer_drop=reply)
 
     def _on_shuffle_reply(self, now: float, peer: Peer, msg: ShuffleReply, out: list) -> None:
+        if peer == self._awaiting_reply:
+            self._awaiting_reply = None
         for node in msg.nodes:
             self._add_passive(node, prefer_drop=self._last_shuffle)
 
@@ -507,6 +521,12 @@ class HyParView:
         if kind is ShuffleTick:
             self._shuffle(out)
             out.append(SetTimer(c.shuffle_interval, timer))
+        elif kind is ShuffleReplyTimeout:
+            if timer.peer == self._awaiting_reply:
+                # Silent: it is gone, or was, for all we can tell (a live one comes back
+                # with the next shuffle that names it).
+                self._awaiting_reply = None
+                self._remove_passive(timer.peer)
         elif kind is NeighborTimeout:
             pending = self._pending.get(timer.peer)
             if pending is not None and pending.attempt == timer.attempt:

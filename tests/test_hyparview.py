@@ -39,6 +39,7 @@ from protocols.hyparview import (
     ReconnectTick,
     Shuffle,
     ShuffleReply,
+    ShuffleReplyTimeout,
     ShuffleTick,
 )
 
@@ -503,6 +504,40 @@ def test_shuffle_tick_may_exchange_directly_with_a_passive_peer():
     assert msg.origin == ME and msg.ttl == 1  # accepted right there, not walked on
     assert msg.nodes[0] == ME
     assert timers(out, ShuffleTick)
+
+
+def test_a_direct_shuffle_target_that_never_replies_leaves_the_passive_view():
+    node = make(active=[1, 2], passive=[10, 11], shuffle_with_passive=1.0)
+    out = fire(node, ShuffleTick(), now=5.0)
+    ((target, _),) = sends(out)
+    (armed,) = timers(out, ShuffleReplyTimeout)
+    assert armed == SetTimer(node.config.shuffle_reply_timeout, ShuffleReplyTimeout(target))
+    # Its reply would have kept it; silence drops it, as a failed connection would.
+    assert fire(node, armed.timer, now=7.0) == []
+    assert target not in node.passive_view and len(node.passive_view) == 1
+
+
+def test_a_direct_shuffle_target_that_replies_stays():
+    node = make(active=[1, 2], passive=[10, 11], shuffle_with_passive=1.0)
+    out = fire(node, ShuffleTick(), now=5.0)
+    ((target, _),) = sends(out)
+    (armed,) = timers(out, ShuffleReplyTimeout)
+    recv(node, target, ShuffleReply((20,)), now=5.01)
+    fire(node, armed.timer, now=7.0)
+    assert target in node.passive_view and 20 in node.passive_view
+    # A reply from someone else does not count for the target of the direct shuffle.
+    out = fire(node, ShuffleTick(), now=15.0)
+    ((second, _),) = sends(out)
+    (armed,) = timers(out, ShuffleReplyTimeout)
+    recv(node, 1, ShuffleReply((21,)), now=15.01)
+    fire(node, armed.timer, now=17.0)
+    assert second not in node.passive_view
+
+
+def test_a_walked_shuffle_waits_for_no_reply():
+    node = make(active=[1, 2], passive=[10, 11])
+    out = fire(node, ShuffleTick())
+    assert timers(out, ShuffleReplyTimeout) == []
 
 
 def test_shuffle_tick_without_active_peers_only_rearms():
