@@ -132,7 +132,7 @@ def lean_actor_system() -> None:
 
     # 2. What every connection worker imports when it hands or takes a descriptor
     # (DupFd), imported here once: in each worker it was 0.3-0.5 MiB of private memory
-    # (a node with 5 links and 1 client: PSS 114.2 -> 109.3 MiB).
+    # (a node with 5 links and 1 client: PSS 114.2 -> 109.3 MiB, bench/node_memory.py).
     import multiprocessing.connection  # noqa: F401
     import multiprocessing.resource_sharer  # noqa: F401
 

@@ -56,8 +56,8 @@ class WantPipe:
     """From a connection worker to Gossip: make us a pipe, to reach ``peer`` (None: an
     Antenna's worker). Gossip makes it and keeps its end, so a worker that writes and
     leaves at once cannot take the pipe away unread; and only Gossip runs the thread
-    that hands descriptors over (multiprocessing's resource sharer: 0.55 MiB in each
-    process that sends one, measured with an idle actor)."""
+    that hands descriptors over (multiprocessing's resource sharer: about 0.3 MiB in
+    each peer worker that ran it, ``python bench/node_memory.py``)."""
 
     def __init__(self, worker: Any, peer: str | None = None) -> None:
         self.worker, self.peer = worker, peer

@@ -226,8 +226,9 @@ class Membership(SatelliteActor):
         self.blocked: set[str] = set()  # peers cut off by an operator (a partition drill)
         self.faults = Faults()  # loss and delay injected on our outgoing peer traffic
         self.rng = random.Random()
-        # One-shot messages (a SHUFFLE reply to a non-neighbour) go by datagram, on the
-        # peer port's number (protocols/datagram.py says why).
+        # One-shot messages (SHUFFLE replies to non-neighbours, direct SHUFFLEs with a
+        # passive peer) go by datagram, on the peer port's number (protocols/datagram.py
+        # says why). Injected loss applies to them too; injected delay only to links.
         self.postbox = Postbox(self.context.get("keyring"))
         self.udp = self._open_udp(args.get("bind") or self.me)
         self.watching = [self.udp.fileno()] if self.udp is not None else []
@@ -245,8 +246,8 @@ class Membership(SatelliteActor):
         except OSError as exc:
             sock.close()
             logger.warning(
-                "[{}] Membership: no datagrams on UDP {} ({}); shuffle replies take "
-                "temporary connections",
+                "[{}] Membership: no datagrams on UDP {} ({}); shuffles and their replies "
+                "take temporary connections",
                 self.node_id,
                 bind,
                 exc.strerror or exc,
@@ -507,8 +508,8 @@ class Membership(SatelliteActor):
                 # one (a SHUFFLE reply, a refusal) goes by datagram when it may and no
                 # connection to that peer stands, else over a temporary connection, as the
                 # paper has it: closed once written, or links would pile up with shuffles.
-                # A connection to such a peer is a temporary one (its direct SHUFFLE, say),
-                # which its other end closes once written: the reply goes by datagram too.
+                # A connection to such a peer can only be a temporary one, which its other
+                # end closes once written: what may go by datagram does, even then.
                 peer = effect.peer
                 one_shot = not self.hv.depends_on(peer)
                 if one_shot and peer not in self.outbox and self.post(peer, effect.message):

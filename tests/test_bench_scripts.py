@@ -269,3 +269,48 @@ def test_actor_floor_measures_idle_actors_and_refuses_a_bad_count(tmp_path) -> N
         assert 0 < row["at_fork"] < row["first_message"] <= row["after_1s"] + 0.5
     assert figures["launcher_imports_anonymous_mib"] > 1
     assert "at its first message" in run.stdout
+
+
+def test_node_memory_lists_one_nodes_processes_and_stops_them(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import psutil
+
+    from bench.cluster import ROOT, wait_for
+
+    script = str(ROOT / "bench" / "node_memory.py")
+    bad = subprocess.run([sys.executable, script, "--nodes", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--nodes" in bad.stderr
+    out = tmp_path / "mem.json"
+    run = subprocess.run(
+        [sys.executable, script, "--nodes", "2", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr
+    figures = json.loads(out.read_text())
+    roles = [p["role"] for p in figures["processes"]]
+    assert figures["links"] == 1
+    for role in ("Membership", "Gossip", "State", "Listener", "PeerWorker", "ClientWorker"):
+        assert role in roles
+    assert 0 < figures["pss_mib"] * 1024 * 1024 == pytest.approx(
+        sum(p["pss"] for p in figures["processes"]), rel=0.01
+    )
+    assert "total" in run.stdout
+
+    def left() -> list[int]:
+        alive = []
+        for p in figures["processes"]:
+            try:
+                if psutil.Process(p["pid"]).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p["pid"])
+            except psutil.NoSuchProcess:
+                pass
+        return alive
+
+    # The launcher is gone when the script ends; the actors follow it (they are SIGKILLed
+    # with their parent), a moment later.
+    wait_for(lambda: not left(), 10, "the node's processes to be gone", step=0.05)

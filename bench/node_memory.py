@@ -1,0 +1,74 @@
+"""One node's memory, process by process (issue 8's memory budget).
+
+    python bench/node_memory.py [--nodes 6] [--json FILE]
+
+Starts ``--nodes`` nodes on 127.0.0.1 (``--sensor none --network-scan none``, as
+bench/compare.py runs them), waits for a whole overlay, attaches one Antenna to the
+first node (with 6 nodes and active views of 5, it then has 5 peer links and 1 client:
+the budget's case), and prints each of that node's processes with its PSS and USS, and
+the node's total PSS. Stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
+
+from bench.cluster import Cluster, wait_for, whole_and_symmetric  # noqa: E402
+from bench.compare import node_links, role_of  # noqa: E402
+
+MIB = 1024 * 1024
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="node_memory.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--nodes", type=int, default=6, help="nodes in the office (default 6)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON there")
+    args = p.parse_args(argv)
+    if not 1 <= args.nodes <= 30:
+        print("node_memory.py: error: --nodes takes 1..30", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="satmem-"))
+    flags = ("--sensor", "none", "--network-scan", "none")
+    cluster = Cluster(tmp, args.nodes, prefix="mem", extra=lambda i: flags)
+    try:
+        cluster.start()
+        wait_for(lambda: whole_and_symmetric(cluster.nodes), 30, "a whole overlay")
+        node = cluster.nodes[0]
+        with node.antenna() as antenna:
+            antenna.members()
+            time.sleep(2.0)  # the client's worker has started and settled
+            rows = []
+            for pid in sorted(node.pids()):
+                try:
+                    info = psutil.Process(pid).memory_full_info()
+                except psutil.Error:
+                    continue
+                rows.append({"pid": pid, "role": role_of(pid), "pss": info.pss, "uss": info.uss})
+            links = node_links(node)
+    finally:
+        cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    total = sum(r["pss"] for r in rows)
+    print(f"node {node.name}: {links} peer links, 1 client, {len(rows)} processes")
+    for r in rows:
+        print(f"  {r['role']:<28} PSS {r['pss'] / MIB:6.2f} MiB  USS {r['uss'] / MIB:6.2f} MiB")
+    print(f"  {'total':<28} PSS {total / MIB:6.1f} MiB")
+    if args.json:
+        out = {"links": links, "processes": rows, "pss_mib": round(total / MIB, 2)}
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
