@@ -164,6 +164,10 @@ class Config:
     # Above the minimum, filling up towards active_size waits this long between tries: a
     # refused NEIGHBOR costs a connection (a process here) on both ends.
     fill_interval: float = 30.0
+    # A round that gained nothing since the last one doubles the wait, up to this many
+    # times fill_interval; a new link resets it. In a full office the few nodes left
+    # below active_size were refused every 30 s, each a connection at both ends.
+    fill_backoff_max: float = 4.0
     join_retry_min: float = 0.25  # first retry of a JOIN whose contact was not up
     join_retry_max: float = 10.0
     reconnect_interval: float = 10.0
@@ -203,6 +207,8 @@ class HyParView:
     _last_shuffle: tuple = ()  # what our last SHUFFLE carried, dropped first on its reply
     _awaiting_reply: Peer | None = None  # the passive peer of our last direct SHUFFLE
     _last_fill: float | None = None  # when a PromoteTick last tried to fill up
+    _fill_backoff: float = 1.0  # times fill_interval until the next fill-up round
+    _filled_to: int = -1  # the active view's size at the last fill-up round
     _started: bool = False
 
     # -- entry point ----------------------------------------------------------------------
@@ -278,6 +284,7 @@ class HyParView:
         self.failed.pop(peer, None)
         self._tried.clear()
         self._join_failures = 0
+        self._fill_backoff, self._filled_to = 1.0, -1  # the view changed: fill up as usual
         self.active_view[peer] = incarnation
         out.append(NeighborUp(peer))
 
@@ -298,6 +305,7 @@ class HyParView:
             return False
         del self.active_view[peer]
         out.append(NeighborDown(peer))
+        self._fill_backoff, self._filled_to = 1.0, -1  # the view changed: fill up as usual
         return True
 
     # -- join -----------------------------------------------------------------------------
@@ -537,8 +545,12 @@ class HyParView:
             # only take free slots, so this never evicts, but it lets links form between
             # nodes with room, which is what stops a small island from staying one.
             below_min = len(self.active_view) < c.active_min
-            due = self._last_fill is None or now - self._last_fill >= c.fill_interval
+            wait = c.fill_interval * self._fill_backoff
+            due = self._last_fill is None or now - self._last_fill >= wait
             if len(self.active_view) < c.active_size and (below_min or due):
+                if not below_min and len(self.active_view) <= self._filled_to:
+                    self._fill_backoff = min(c.fill_backoff_max, 2 * self._fill_backoff)
+                self._filled_to = len(self.active_view)
                 self._last_fill = now
                 self._tried.clear()  # a while has passed: those who refused may have room
                 self._fill_active(now, out)

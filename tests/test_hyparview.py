@@ -643,6 +643,28 @@ def test_promote_tick_fills_free_slots_with_low_priority_requests_only():
     assert peer in (10, 11) and msg == Neighbor(0, False)  # never evicts anyone
 
 
+def test_fill_up_rounds_that_gain_nothing_come_less_often_until_a_link_changes():
+    node = make(active=[1, 2], passive=[10, 11, 12], fill_interval=30.0, fill_backoff_max=4.0)
+    asked_at = []
+    for second in range(0, 400, 5):  # a PromoteTick every 5 s; every NEIGHBOR is refused
+        for peer, _ in sends(fire(node, PromoteTick(), now=float(second)), Neighbor):
+            asked_at.append(second)
+            recv(node, peer, NeighborReply(0, False), now=second + 0.1)
+    gaps = [b - a for a, b in zip(asked_at, asked_at[1:], strict=False)]
+    assert gaps[:4] == [30, 60, 120, 120]  # doubled each time, up to 4 x 30 s
+    # A new link, then losing it (asked again at once), bring the usual pace back.
+    recv(node, 11, Neighbor(0, True), now=400.0)
+    ((peer, _),) = sends(node.handle(401.0, PeerFailed(11)), Neighbor)
+    recv(node, peer, NeighborReply(0, False), now=401.1)
+    asked_at = []
+    for second in range(405, 700, 5):
+        for peer, _ in sends(fire(node, PromoteTick(), now=float(second)), Neighbor):
+            asked_at.append(second)
+            recv(node, peer, NeighborReply(0, False), now=second + 0.1)
+    gaps = [b - a for a, b in zip(asked_at, asked_at[1:], strict=False)]
+    assert asked_at[0] <= 401 + 30 and gaps[:3] == [30, 60, 120]
+
+
 def test_promote_tick_with_full_active_view_promotes_nothing():
     node = make(active=[1, 2, 3], passive=[10, 11])
     out = fire(node, PromoteTick())
