@@ -281,8 +281,12 @@ class Membership(SatelliteActor):
             if sender in self.blocked or sender == self.me:
                 continue
             self.counters["datagrams_received"] += 1
-            self.counters[f"hyparview_{type(message).__name__.lower()}_received"] += 1
-            self.apply(self.hv.handle(now, Receive(sender, message)))
+            self.receive(now, sender, message)
+
+    def receive(self, now: float, peer: str, message: Any) -> None:
+        """One HyParView message from ``peer``, by link or by datagram."""
+        self.counters[f"hyparview_{type(message).__name__.lower()}_received"] += 1
+        self.apply(self.hv.handle(now, Receive(peer, message)))
 
     def post(self, peer: str, message: Any) -> bool:
         """Send ``message`` to ``peer`` as a datagram; False if it must take a connection."""
@@ -347,8 +351,7 @@ class Membership(SatelliteActor):
         if isinstance(msg, FromPeer):
             for message in msg.messages:
                 if type(message) in HYPARVIEW:
-                    self.counters[f"hyparview_{type(message).__name__.lower()}_received"] += 1
-                    self.apply(self.hv.handle(now, Receive(msg.peer, message)))
+                    self.receive(now, msg.peer, message)
         elif isinstance(msg, WakeupMessage):
             self.apply(self.hv.handle(now, TimerFired(msg.payload)))
         elif isinstance(msg, WatchMessage):

@@ -5,7 +5,8 @@ Plumtree objects a Pi runs. The network is modelled as the node's transport
 behaves: each pair of nodes has a fixed latency (so a link is FIFO, like a TCP
 connection); a message to a node that is down or across a partition is lost
 and its sender gets ``PeerFailed`` one latency later (a reset or a timeout),
-except one that a node sends as a datagram (a SHUFFLE reply), which is just lost;
+except one that a node sends as a datagram (a SHUFFLE or its reply to a peer it does
+not depend on, as Membership does), which is just lost;
 when a node crashes, the peers holding a link to it notice after the
 keepalive delay. ``--loss`` drops Plumtree messages only: HyParView's travel
 on connections whose failure is reported, while broadcast frames can be shed
@@ -175,6 +176,16 @@ class Simulation:
                     if effect.round > rec.max_round:
                         rec.max_round = effect.round
 
+    def by_datagram(self, sender: int, node: int, msg: object) -> bool:
+        """Whether ``sender``'s node would send ``msg`` to ``node`` as a datagram (actors/
+        overlay.py, Membership.apply): a one-shot message to a peer it does not depend on."""
+        stack = self.stacks[sender]
+        return (
+            type(msg) in DATAGRAM_MESSAGES
+            and stack is not None
+            and not stack.hyparview.depends_on(node)
+        )
+
     def run_until(self, until: float) -> None:
         queue = self.queue
         stacks = self.stacks
@@ -188,7 +199,7 @@ class Simulation:
                     # A message to a node that is down, or to the process it was before
                     # a restart: the sender's link to that incarnation resets.
                     sender = event[0]
-                    if stacks[sender] is not None and type(event[1]) not in DATAGRAM_MESSAGES:
+                    if stacks[sender] is not None and not self.by_datagram(sender, node, event[1]):
                         failed = PeerFailed(node, inc)
                         self.push(at + self.latency(node, sender), sender, failed)
                 continue
@@ -197,7 +208,7 @@ class Simulation:
                 sender, msg = event
                 if self.group[sender] != self.group[node]:
                     # Cut by a partition: lost, and the sender times out.
-                    if type(msg) not in DATAGRAM_MESSAGES:
+                    if not self.by_datagram(sender, node, msg):
                         self.push(at + self.detect, sender, PeerFailed(node, inc))
                     continue
                 event = Receive(sender, msg)
