@@ -22,6 +22,7 @@ from actors.overlay import (
     Deliveries,
     FromClient,
     Query,
+    Subscribed,
 )
 from actors.state import SetTargetRequest
 from protocols import link, wire
@@ -29,6 +30,7 @@ from protocols.secure import AuthHello
 
 _tokens = itertools.count(1)
 MAX_EVENT = 256 * 1024  # bytes of event data: it travels in one frame to every node
+MAX_HELD = 1024  # requests held while a Subscribe takes effect (a round trip to Gossip)
 RESERVED = frozenset({"data", "*"})  # event names with a meaning of their own
 # Which actors answer each request (each answers a Query with its part).
 REQUESTS = {
@@ -52,6 +54,8 @@ class ClientWorker(Connection):
     def init(self, args: dict) -> None:
         self.greeted = False
         self.pending: dict[int, dict] = {}  # token -> {"req", "what", "parts"}
+        self.subscribing = 0  # Subscribes Gossip has not yet confirmed
+        self.waiting_requests: list[tuple[Any, bytes]] = []  # requests that came after them
         super().init(args)
 
     def on_frame(self, msg: Any, frame: bytes) -> None:
@@ -74,6 +78,7 @@ class ClientWorker(Connection):
             return
         if kind is link.Subscribe:
             self.to_pipe(frame)
+            self.subscribing += 1  # until Gossip says it is in effect (``Subscribed``)
         elif kind is link.Publish:
             if msg.name in RESERVED:
                 self.reply(msg.req, False, f"{msg.name!r} is reserved for the office state")
@@ -85,6 +90,12 @@ class ClientWorker(Connection):
                 return
             self.to_pipe(frame)  # as it came, checked above
             self.reply(msg.req, True, None)
+        elif self.subscribing and kind in (link.SetTarget, link.Request, link.Control):
+            # After the subscription, in order: a snapshot then shows what no event will.
+            if len(self.waiting_requests) >= MAX_HELD:
+                self.close(f"over {MAX_HELD} requests before its subscription", bad=True)
+                return
+            self.waiting_requests.append((msg, frame))
         elif kind is link.SetTarget:
             self.set_target(msg)
         elif kind is link.Request:
@@ -156,6 +167,12 @@ class ClientWorker(Connection):
             self.write(msg.frames)
         elif isinstance(msg, PipeFor):
             self.pipe_for(msg.handle)  # closed already: what waited went as FromClient
+        elif isinstance(msg, Subscribed):
+            self.subscribing -= 1
+            if not self.subscribing and self.sock is not None:
+                held, self.waiting_requests = self.waiting_requests, []
+                for request, frame in held:
+                    self.on_frame(request, frame)
         elif isinstance(msg, Answer):
             token, name = msg.token
             entry = self.pending.get(token)

@@ -197,6 +197,14 @@ class FromClient:
         self.frames = frames
 
 
+class Subscribed:
+    """From Gossip to a ClientWorker: its client's Subscribe is in effect. The worker
+    holds the client's later requests until then: a snapshot (a "state" request, which
+    State answers) taken before the subscription took effect could miss a change that
+    reached State after the snapshot and Gossip before the Subscribe did (the Subscribe
+    waits for the pipe), and the client would never hear of it."""
+
+
 class ClientGone:
     def __init__(self, worker: Any) -> None:
         self.worker = worker
@@ -646,7 +654,8 @@ class Gossip(SatelliteActor):
         elif not self.pipes[fd].pipe.write(frames):
             self.drop_pipe(fd)  # the worker sees its pipe close and closes its link
 
-    def read_pipes(self, now: float, ready: list) -> None:
+    def read_pipes(self, now: float, ready: list, gone: bool = False) -> None:
+        """Read the pipes ``ready`` (file descriptors); ``gone``: of a worker that left."""
         effects: list = []  # applied together: one batch per link for everything read
         for fd in ready:
             end = self.pipes.get(fd)
@@ -659,7 +668,7 @@ class Gossip(SatelliteActor):
             if end.peer is not None:
                 effects += self.from_peer(now, end.peer, messages)
             else:
-                effects += self.from_client(now, end.worker, messages)
+                effects += self.from_client(now, end.worker, messages, ack=not gone)
             if end.pipe.broken:
                 self.drop_pipe(fd)
         self.apply(effects)
@@ -683,15 +692,18 @@ class Gossip(SatelliteActor):
                 effects += self.pt.handle(now, Receive(peer, message))
         return effects
 
-    def from_client(self, now: float, worker: Any, messages: list) -> list:
+    def from_client(self, now: float, worker: Any, messages: list, ack: bool = True) -> list:
         """A client's Subscribe and Publish requests (checked by its worker), in its
-        order; the effects of its broadcasts."""
+        order; the effects of its broadcasts. ``ack``: tell the worker each Subscribe is
+        in effect (not to a worker that closed)."""
         effects: list = []
         for message in messages:
             if type(message) is link.Publish:
                 effects += self.publish(now, message.name, message.data)
             elif type(message) is link.Subscribe:
                 self.subscribers[str(worker)] = (worker, frozenset(message.names))
+                if ack:
+                    self.send(worker, Subscribed())
         return effects
 
     def _flush_pipes(self) -> None:
@@ -745,12 +757,12 @@ class Gossip(SatelliteActor):
         elif isinstance(msg, FromClient):
             messages = self.from_worker(wire.FrameDecoder(), msg.frames)
             if messages is not None:
-                self.apply(self.from_client(now, sender, messages))
+                self.apply(self.from_client(now, sender, messages, ack=False))
         elif isinstance(msg, (ClientGone, WorkerExited)):
             key = str(msg.worker if isinstance(msg, ClientGone) else msg.address)
             fd = self.pipe_of.get(key)
             if fd is not None:
-                self.read_pipes(now, [fd])  # what it wrote before it left still counts
+                self.read_pipes(now, [fd], gone=True)  # what it wrote before it left counts
                 self.drop_pipe(fd)
             self.subscribers.pop(key, None)
         elif isinstance(msg, PublishDelta):

@@ -95,6 +95,9 @@ class State(SatelliteActor):
         self.refresh_ms = min(ONLINE_MS // 3, int(self.prune_after * 1000 / 3))
         self.addresses = {k: args.get(k) for k in ("peer", "client", "http")}
         self.changes = 0
+        # In the ids of target changes: an Antenna drops an id it has seen, and one
+        # attached across a restart of this actor saw the last incarnation's counter.
+        self.incarnation = f"{time.time_ns():x}"
         self.counters: Counter = Counter()
         self.links: dict[str, Any] = {}  # neighbour -> connection worker
         self.eager_peers: list[str] = []
@@ -408,7 +411,7 @@ class State(SatelliteActor):
             if before.get(name) != after.get(name):
                 self.changes += 1
                 data = msgpack.packb(after.get(name), use_bin_type=True)
-                stamp = f"t/{self.node_id}/{self.changes}".encode()
+                stamp = f"t/{self.node_id}/{self.incarnation}/{self.changes}".encode()
                 reg = self.replica.get(*TARGETS).register(name)
                 writer = reg.ts.node if reg is not None and reg.ts is not None else origin
                 delivery = link.Delivery(name, data, writer or self.node_id, stamp)

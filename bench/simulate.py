@@ -94,7 +94,8 @@ class Record:
 
     sent_at: float
     expected: set  # nodes live at send time (those that crash during the round drop out)
-    delivered: set = field(default_factory=set)
+    delivered: set = field(default_factory=set)  # within its round
+    eventually: set = field(default_factory=set)  # at any time (repairs, anti-entropy)
     payload_messages: int = 0
     max_round: int = 0
 
@@ -171,6 +172,8 @@ class Simulation:
                 self.push(now + effect.delay, node, TimerFired(effect.timer))
             elif kind is Deliver:
                 rec = self.records.get(effect.id)
+                if rec is not None:
+                    rec.eventually.add(node)
                 if rec is not None and now - rec.sent_at <= self.round_s:
                     rec.delivered.add(node)
                     if effect.round > rec.max_round:
@@ -426,6 +429,8 @@ def run(args: argparse.Namespace) -> dict:
     out["control_per_payload"] = round(sim.control_messages / max(1, sim.payload_messages), 4)
     # Let the overlay quiesce before judging its shape: in-flight joins and repairs land.
     sim.run_until(sim.now + args.quiesce)
+    # What the repairs (GRAFTs, anti-entropy) never brought, even given the quiesce.
+    out["missed_after_quiesce"] = sum(len(r.expected - r.eventually) for r in records)
     out.update(sim.overlay())
     out["events"] = sim.events
     out["wall_seconds"] = round(time.perf_counter() - wall, 2)

@@ -5,7 +5,7 @@ that receives a payload twice PRUNEs the second sender's link to *lazy*, where
 only ids travel, batched, in IHAVE. The eager links left form a spanning tree.
 When an announced id does not arrive in time, the node GRAFTs the announcer:
 the payload comes now and the link joins the tree again, which repairs it.
-A periodic anti-entropy IHAVE of recent ids to one random neighbour repairs
+A periodic anti-entropy IHAVE of recent ids to every neighbour repairs
 whatever both paths missed.
 """
 
@@ -365,9 +365,12 @@ class Plumtree:
         return recent
 
     def _anti_entropy(self, now: float, out: list) -> None:
-        """Announce recent ids to one random neighbour: it grafts whatever the tree missed."""
-        neighbors = list(self.eager_peers) + list(self.lazy_peers)
-        recent = self._recent(now) if neighbors else None
+        """Announce recent ids to every neighbour: each grafts whatever the tree missed.
+        Every one, not one at random: a payload is kept ``payload_ttl`` (3 rounds), and
+        with one random pick a node with 3 neighbours went unannounced for all 3 rounds
+        about one time in 8, its lost events lost for good (seen in a lossy drill)."""
+        recent = self._recent(now)
         if recent:
-            peer = neighbors[self.rng.randrange(len(neighbors))]
-            out.append(Send(peer, IHave(tuple(recent))))
+            announcement = IHave(tuple(recent))
+            for peer in (*self.eager_peers, *self.lazy_peers):
+                out.append(Send(peer, announcement))

@@ -150,6 +150,7 @@ class Antenna:
         self.callbacks: dict[str, list[Callable]] = {}
         self.data: Data | None = None  # the latest office snapshot
         self.node: str | None = None  # the id of the node we are attached to
+        self.attachments = 0  # connections made so far: 1, and one more per reconnection
         self._sock: socket.socket | None = None
         self._decoder = wire.FrameDecoder()
         self._pending: list = []
@@ -162,7 +163,7 @@ class Antenna:
         self._reader: int | None = None  # ident of the thread in watch()
         self._stopping = threading.Event()
         self.delivery: link.Delivery | None = None  # the event being dispatched
-        self._fired: dict[str, Any] = {}  # event name -> the last payload dispatched
+        self._fired: dict[str, Any] = {}  # target name -> the last value dispatched
         # Ids of the events lately dispatched: a node whose Gossip restarted delivers the
         # last ones again (its neighbours re-announce them), and a user sees each once.
         self._seen: OrderedDict[bytes, None] = OrderedDict()
@@ -215,6 +216,7 @@ class Antenna:
             self.close()
             raise HandshakeRefused(f"unexpected answer to the handshake: {type(first).__name__}")
         self.node = first.node
+        self.attachments += 1
         if self.callbacks:
             self._subscribe()
 
@@ -425,11 +427,15 @@ class Antenna:
             self.data = Data(payload)
             self._fire("data", self.data, self.data)
             return
-        self._fired[frame.name] = payload
-        if frame.id.startswith(b"t/") and self.data is not None:
-            # A target changed: the snapshot's own update follows within half a second;
-            # the callbacks see the new value now.
-            self.data["targets"] = Data({**self.data.get("targets", {}), frame.name: payload})
+        if frame.id.startswith(b"t/"):
+            if frame.name in self._fired and self._fired[frame.name] == payload:
+                return  # a change the snapshot of a (re)connection brought first
+            self._fired[frame.name] = payload
+            if self.data is not None:
+                # The snapshot's own update follows within half a second; the
+                # callbacks see the new value now.
+                targets = {**self.data.get("targets", {}), frame.name: payload}
+                self.data["targets"] = Data(targets)
         self._fire(frame.name, wrap(payload), self.data)
         if "*" in self.callbacks:
             self._fire("*", wrap(payload), self.data)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import pytest
 
-from bench.cluster import running_cluster, wait_for
+from bench.cluster import find, running_cluster, tree_of, wait_for
 from satellite import Antenna, Data, NodeUnreachable
 from satellite.antenna import _arity, parse_node
 
@@ -123,6 +125,31 @@ def test_clients_that_publish_and_leave_at_once_are_each_delivered_exactly_once(
         assert sorted(got[:-1]) == list(range(30))
     finally:
         listener.stop()
+
+
+def test_an_antenna_sees_every_target_change_after_its_nodes_state_restarted(office):
+    # A State restart closes the node's client connections (rest_for_one): the Antenna
+    # comes back to the same node, whose new State must not reuse the ids it has seen.
+    node = office.nodes[1]
+    seen: list = []
+    antenna = Antenna(nodes=[client(node)], timeout=2)
+    antenna.on("heating")(seen.append)
+    antenna.start()
+    try:
+        with node.antenna() as w:
+            for value in ("a", "b", "c"):
+                w.set("heating", value)
+        wait_for(lambda: seen == ["a", "b", "c"], 10, "the changes before the restart")
+        before = find(tree_of(node), "state")
+        os.kill(before["pid"], signal.SIGKILL)
+        wait_for(lambda: antenna.attachments >= 2, 10, "the antenna to attach again")
+        with node.antenna() as w:
+            for value in ("d", "e", "f"):
+                w.set("heating", value)
+        wait_for(lambda: seen[3:] == ["d", "e", "f"], 10, "each change after the restart")
+        assert (find(tree_of(node), "state") or {}).get("pid") != before["pid"]
+    finally:
+        antenna.stop()
 
 
 def test_an_antenna_fails_over_when_its_node_dies_and_misses_no_target_change(office):
