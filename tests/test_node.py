@@ -54,11 +54,13 @@ def office(tmp_path_factory):
 
 
 def test_ten_nodes_through_one_seed_form_a_whole_symmetric_overlay(office):
-    wait_for(lambda: whole_and_symmetric(office.nodes), 10, "a whole, symmetric overlay")
+    # A deadline, not a goal (bench/node_figures.py times the forming): about 5 s here
+    # alone, and once over 10 s while the rest of the suite loaded the machine.
+    wait_for(lambda: whole_and_symmetric(office.nodes), 30, "a whole, symmetric overlay")
 
 
 def test_events_from_every_node_reach_every_client_exactly_once(office):
-    wait_for(lambda: whole_and_symmetric(office.nodes), 10, "a whole, symmetric overlay")
+    wait_for(lambda: whole_and_symmetric(office.nodes), 30, "a whole, symmetric overlay")
     listeners = Listeners(office.nodes, "door")
     try:
         for i, node in enumerate(office.nodes):
