@@ -91,6 +91,29 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, step: floa
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
+def alive(pids: Iterable[int]) -> set[int]:
+    """Those of ``pids`` still running (a zombie has ended: it waits to be reaped)."""
+    left = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                left.add(pid)
+        except psutil.Error:
+            pass
+    return left
+
+
+def run_script(main: Callable[[], int], name: str) -> None:
+    """``sys.exit(main())`` for a script that starts nodes: Ctrl-C ends it with one line and
+    status 130, as a shell expects, once its ``finally`` blocks have stopped its nodes."""
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; the nodes it started are stopped", file=sys.stderr)
+        status = 130
+    sys.exit(status)
+
+
 def _term_with_parent() -> Callable[[], None] | None:
     """For a launcher forked by ``Node.start(detach=True)``: SIGTERM when its starter dies,
     so even a SIGKILLed starter leaves no node behind (the launcher then stops cleanly).
@@ -201,14 +224,7 @@ class Node:
                 found.update(c.pid for c in psutil.Process(pid).children(recursive=True))
             except psutil.Error:
                 pass
-        alive = set()
-        for pid in found:
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    alive.add(pid)
-            except psutil.Error:
-                pass
-        return alive
+        return alive(found)
 
     def _in_our_netns(self, pid: int) -> bool:
         """Whether process ``pid`` runs in this node's network namespace: an admin port

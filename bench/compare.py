@@ -55,6 +55,7 @@ from bench.cluster import (
     Node,
     connected,
     ports_free,
+    run_script,
     views,
     wait_for,
     whole_and_symmetric,
@@ -922,4 +923,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main, "compare.py")

@@ -19,12 +19,11 @@ import argparse
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.cluster import Cluster, Node, find, tree_of, wait_for, whole_and_symmetric
+from bench.cluster import Cluster, Node, find, run_script, tree_of, wait_for, whole_and_symmetric
 
 
 def deliver(sources: list[Node], sinks: list[Node], timeout: float = 30.0) -> float:
@@ -172,4 +171,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main, "node_figures.py")

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
-from bench.cluster import Cluster, wait_for, whole_and_symmetric  # noqa: E402
+from bench.cluster import Cluster, run_script, wait_for, whole_and_symmetric  # noqa: E402
 from bench.compare import node_links, role_of  # noqa: E402
 
 MIB = 1024 * 1024
@@ -71,4 +71,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main, "node_memory.py")

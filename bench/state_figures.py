@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.cluster import Node, free_port_block, wait_for
+from bench.cluster import Node, free_port_block, run_script, wait_for
 from bench.node_figures import set_to_all
 
 
@@ -68,4 +67,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main, "state_figures.py")

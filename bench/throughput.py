@@ -51,7 +51,7 @@ from typing import Any
 
 import psutil
 
-from bench.cluster import Cluster, Node, wait_for
+from bench.cluster import Cluster, Node, run_script, wait_for
 from bench.compare import (
     MIB,
     Arrivals,
@@ -587,4 +587,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main, "throughput.py")

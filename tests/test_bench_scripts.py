@@ -296,8 +296,10 @@ def test_node_memory_lists_one_nodes_processes_and_stops_them(tmp_path) -> None:
     assert figures["links"] == 1
     for role in ("Membership", "Gossip", "State", "Listener", "PeerWorker", "ClientWorker"):
         assert role in roles
-    assert 0 < figures["pss_mib"] * 1024 * 1024 == pytest.approx(
-        sum(p["pss"] for p in figures["processes"]), rel=0.01
+    assert (
+        0
+        < figures["pss_mib"] * 1024 * 1024
+        == pytest.approx(sum(p["pss"] for p in figures["processes"]), rel=0.01)
     )
     assert "total" in run.stdout
 
@@ -314,3 +316,67 @@ def test_node_memory_lists_one_nodes_processes_and_stops_them(tmp_path) -> None:
     # The launcher is gone when the script ends; the actors follow it (they are SIGKILLed
     # with their parent), a moment later.
     wait_for(lambda: not left(), 10, "the node's processes to be gone", step=0.05)
+
+
+def test_ctrl_c_of_a_script_running_nodes_stops_them_and_exits_130() -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    from bench.cluster import ROOT, alive, wait_for
+
+    def titles() -> str:
+        return " ".join(" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
+
+    script = str(ROOT / "bench" / "node_memory.py")
+    run = subprocess.Popen(
+        [sys.executable, script, "--nodes", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group, as a terminal's Ctrl-C reaches one
+    )
+    try:
+
+        def its_nodes() -> list[psutil.Process]:
+            try:
+                below = psutil.Process(run.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                return []
+            found = []
+            for p in below:
+                try:
+                    if "run_node.py" in " ".join(p.cmdline()):
+                        found.append(p)
+                except psutil.Error:  # gone, or a zombie
+                    pass
+            return found
+
+        wait_for(lambda: len(its_nodes()) == 2, 60, "its two nodes to start", step=0.05)
+        wait_for(lambda: "satellite[mem1]" in titles(), 60, "the second node's actors")
+        # Every process of its nodes: the launchers, the admins (detached: started since
+        # the script was) and the actors (named after their node).
+        started = psutil.Process(run.pid).create_time()
+        theirs = {p.pid for p in its_nodes()}
+        for p in psutil.process_iter(["pid", "cmdline", "create_time"]):
+            cmdline = " ".join(p.info["cmdline"] or [])
+            admin = "MultiProcAdmin" in cmdline and p.info["create_time"] >= started
+            if admin or "satellite[mem" in cmdline:
+                theirs.add(p.info["pid"])
+        os.killpg(run.pid, signal.SIGINT)
+        _, err = run.communicate(timeout=60)
+        assert run.returncode == 130
+        assert "interrupted" in err and "Traceback" not in err
+    finally:
+        if run.poll() is None:  # failed before its end: stop it and its nodes all the same
+            os.killpg(run.pid, signal.SIGINT)
+            try:
+                run.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait()
+
+    wait_for(lambda: not alive(theirs), 15, "its nodes' processes to be gone", step=0.1)

@@ -16,10 +16,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psutil
 import pytest
 
-from bench.cluster import ADMIN_OFFSET, Node, free_port_block, wait_for
+from bench.cluster import ADMIN_OFFSET, Node, alive, free_port_block, wait_for
 from satellite import demo
 from sensors import parse_arp, parse_sensor_spec
 
@@ -82,17 +81,6 @@ class Output:
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as reply:
         return json.loads(reply.read())
-
-
-def alive(pids: set[int]) -> set[int]:
-    left = set()
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                left.add(pid)
-        except psutil.Error:
-            pass
-    return left
 
 
 def test_demo_office_runs_answers_and_stops_cleanly(tmp_path) -> None:
