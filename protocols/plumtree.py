@@ -132,7 +132,8 @@ class Plumtree:
     payloads: OrderedDict = field(default_factory=OrderedDict)  # id -> (time, round, payload)
     missing: dict = field(default_factory=dict)  # id -> [(announcer, round), ...]
     _graft_armed: set = field(default_factory=set)
-    _lazy_queue: dict = field(default_factory=dict)  # peer -> [(id, round), ...]
+    # peer -> {id: round}: IHAVE entries waiting for the window to close
+    _lazy_queue: dict = field(default_factory=dict)
     _flush_armed: bool = False
     _started: bool = False
 
@@ -166,7 +167,7 @@ class Plumtree:
             # GRAFT what it missed while it had no links (what the paper leaves to chance).
             recent = self._recent(now)
             if recent:
-                self._lazy_queue.setdefault(event.peer, []).extend(recent)
+                self._lazy_queue.setdefault(event.peer, {}).update(recent)
                 self._arm_flush(out)
         elif kind is NeighborDown:
             gone = event.peer
@@ -209,10 +210,9 @@ class Plumtree:
             if peer != sender:
                 out.append(Send(peer, gossip))
         if self.lazy_peers:
-            entry = (mid, round + 1)
             for peer in self.lazy_peers:
                 if peer != sender:
-                    self._lazy_queue.setdefault(peer, []).append(entry)
+                    self._lazy_queue.setdefault(peer, {})[mid] = round + 1
             self._arm_flush(out)
 
     def _arm_flush(self, out: list) -> None:
@@ -232,8 +232,17 @@ class Plumtree:
 
     # -- receiving ------------------------------------------------------------------------
 
+    def _has(self, peer: Peer, mid: bytes) -> None:
+        """``peer`` has ``mid`` (it sent or announced it): our IHAVE of it would tell it
+        nothing. On a lazy link both ends queue the same id and the first window to
+        close announces it: the other end's IHAVE is then dropped, near half of all."""
+        queued = self._lazy_queue.get(peer)
+        if queued:
+            queued.pop(mid, None)
+
     def _on_gossip(self, now: float, peer: Peer, msg: Gossip, out: list) -> None:
         mid = msg.id
+        self._has(peer, mid)
         if mid in self.received:
             # A second copy: this link is redundant for the tree. PRUNE even a peer we
             # hold lazy: if our GRAFT and its PRUNE crossed, it may still push to us.
@@ -283,6 +292,7 @@ class Plumtree:
         c = self.config
         armed = []
         for mid, round in msg.entries:
+            self._has(peer, mid)
             seen = self.received.get(mid)
             if seen is not None:
                 self._optimize(seen[0], mid, seen[1], seen[2], peer, round, out)
@@ -348,7 +358,8 @@ class Plumtree:
     def _flush(self, out: list) -> None:
         self._flush_armed = False
         limit = self.config.ihave_max
-        for peer, entries in self._lazy_queue.items():
+        for peer, queued in self._lazy_queue.items():
+            entries = list(queued.items())
             for start in range(0, len(entries), limit):
                 out.append(Send(peer, IHave(tuple(entries[start : start + limit]))))
         self._lazy_queue.clear()

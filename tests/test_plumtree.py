@@ -269,6 +269,22 @@ def test_ihave_for_received_id_is_ignored():
     assert b"m" not in node.missing
 
 
+def test_an_id_a_lazy_peer_announced_or_sent_is_not_announced_back_to_it():
+    # Both ends of a lazy link queue the same id; the first window to close announces
+    # it, and the other end then knows the peer has it.
+    node = make(eager=[1], lazy=[2, 3, 4])
+    node.handle(1.0, Receive(1, Gossip(b"m", 1, P)))
+    node.handle(1.0, Broadcast(b"n", P))
+    node.handle(1.01, Receive(2, IHave(((b"m", 2),))))  # 2 has m
+    node.handle(1.01, Receive(3, Gossip(b"m", 2, P)))  # so has 3 (a duplicate: pruned)
+    announced = sorted(sends(flush(node, 1.05), IHave))
+    assert announced == [
+        (2, IHave(((b"n", 1),))),
+        (3, IHave(((b"n", 1),))),
+        (4, IHave(((b"m", 2), (b"n", 1)))),
+    ]
+
+
 def test_ihave_from_non_neighbour_is_ignored():
     node = make(eager=[1])
     assert node.handle(1.0, Receive(9, IHave(((b"m", 1),)))) == []
