@@ -232,17 +232,21 @@ class Plumtree:
 
     # -- receiving ------------------------------------------------------------------------
 
-    def _has(self, peer: Peer, mid: bytes) -> None:
-        """``peer`` has ``mid`` (it sent or announced it): our IHAVE of it would tell it
-        nothing. On a lazy link both ends queue the same id and the first window to
-        close announces it: the other end's IHAVE is then dropped, near half of all."""
+    def _has(self, peer: Peer, mid: bytes, round: int) -> None:
+        """``peer`` has ``mid``: it sent or announced it to us with ``round`` (its own
+        hop count plus one). On a lazy link both ends queue the same id and the first
+        window to close announces it; the other end's IHAVE is then dropped (near half
+        of all), unless it is ``optimization_threshold`` hops shorter than the peer's
+        path: then it is what lets the peer move its tree link to us (``_optimize``)."""
         queued = self._lazy_queue.get(peer)
         if queued:
-            queued.pop(mid, None)
+            ours = queued.get(mid)
+            if ours is not None and round - 1 - ours < self.config.optimization_threshold:
+                del queued[mid]
 
     def _on_gossip(self, now: float, peer: Peer, msg: Gossip, out: list) -> None:
         mid = msg.id
-        self._has(peer, mid)
+        self._has(peer, mid, msg.round)
         if mid in self.received:
             # A second copy: this link is redundant for the tree. PRUNE even a peer we
             # hold lazy: if our GRAFT and its PRUNE crossed, it may still push to us.
@@ -292,7 +296,7 @@ class Plumtree:
         c = self.config
         armed = []
         for mid, round in msg.entries:
-            self._has(peer, mid)
+            self._has(peer, mid, round)
             seen = self.received.get(mid)
             if seen is not None:
                 self._optimize(seen[0], mid, seen[1], seen[2], peer, round, out)

@@ -285,6 +285,14 @@ def test_an_id_a_lazy_peer_announced_or_sent_is_not_announced_back_to_it():
     ]
 
 
+def test_an_announcement_that_lets_the_peer_shorten_its_path_is_still_sent():
+    node = make(eager=[1], lazy=[2, 3], config=Config(optimization_threshold=3))
+    node.handle(1.0, Receive(1, Gossip(b"m", 1, P)))  # we announce m with round 2
+    node.handle(1.01, Receive(2, IHave(((b"m", 6),))))  # 2 got it at 5: 3 hops longer
+    node.handle(1.01, Receive(3, IHave(((b"m", 5),))))  # 3 got it at 4: only 2
+    assert sorted(sends(flush(node, 1.05), IHave)) == [(2, IHave(((b"m", 2),)))]
+
+
 def test_ihave_from_non_neighbour_is_ignored():
     node = make(eager=[1])
     assert node.handle(1.0, Receive(9, IHave(((b"m", 1),)))) == []
