@@ -230,7 +230,7 @@ class ClientWorker(Connection):
     def closed(self, reason: str) -> None:
         gossip = self.context.get("gossip")
         if gossip is not None:
-            if self.pipe is None and self.pipe_pending:
-                self.send(gossip, FromClient(bytes(self.pipe_pending)))
-                self.pipe_pending.clear()
+            unpiped = self.take_pipe_pending()
+            if unpiped:
+                self.send(gossip, FromClient(unpiped))
             self.send(gossip, ClientGone(self.myAddress))

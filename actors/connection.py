@@ -367,6 +367,15 @@ class Connection(SatelliteActor):
             self.to_pipe(bytes(self.pipe_pending))
             self.pipe_pending.clear()
 
+    def take_pipe_pending(self) -> bytes:
+        """For a worker closing before its pipe came: what waited for the pipe (taken;
+        it goes to Gossip as a message), or nothing once the pipe was there."""
+        if self.pipe is not None:
+            return b""
+        frames = bytes(self.pipe_pending)
+        self.pipe_pending.clear()
+        return frames
+
     def to_pipe(self, frames: bytes) -> None:
         if self.pipe is None:
             if len(self.pipe_pending) + len(frames) > self.send_buffer:

@@ -516,11 +516,12 @@ class Membership(SatelliteActor):
             kind = type(effect)
             if kind is Send:
                 # A message to a peer that is neither a neighbour nor being asked to become
-                # one (a SHUFFLE reply, a refusal) goes by datagram when it may and no
-                # connection to that peer stands, else over a temporary connection, as the
-                # paper has it: closed once written, or links would pile up with shuffles.
-                # A connection to such a peer can only be a temporary one, which its other
-                # end closes once written: what may go by datagram does, even then.
+                # one (a SHUFFLE, its reply, a refusal) goes by datagram when it may, else
+                # over a temporary connection, as the paper has it: closed once written, or
+                # links would pile up with shuffles. A connection that stands to such a
+                # peer is itself a temporary one, which its other end closes once written:
+                # what may go by datagram does, even then; what waits in the outbox for a
+                # dial stays behind what is queued there.
                 peer = effect.peer
                 one_shot = not self.hv.depends_on(peer)
                 if one_shot and peer not in self.outbox and self.post(peer, effect.message):
@@ -952,11 +953,9 @@ class PeerWorker(Connection):
 
     def closed(self, reason: str) -> None:
         gossip = self.context.get("gossip")
-        if self.pipe is None and self.pipe_pending and gossip is not None:
-            # Closed before the pipe came: what waited for it goes as a message.
-            messages = wire.FrameDecoder().feed(bytes(self.pipe_pending))
-            self.pipe_pending.clear()
-            self.send(gossip, FromPeer(self.peer, messages))
+        unpiped = self.take_pipe_pending()
+        if unpiped and gossip is not None:
+            self.send(gossip, FromPeer(self.peer, wire.FrameDecoder().feed(unpiped)))
         membership = self.context.get("membership")
         peer = self.peer or self.init_args.get("connect")
         if membership is not None and peer is not None:
