@@ -26,9 +26,9 @@ from actors.connection import (
     Pipe,
     PipeFor,
     SendFrames,
-    StartWorker,
     WantPipe,
     split_addr,
+    start_worker,
 )
 from protocols import hyparview, link, plumtree, wire
 from protocols.datagram import MAX_DATAGRAM, DatagramError, Postbox
@@ -567,7 +567,7 @@ class Membership(SatelliteActor):
         if dialer is None:
             return  # started before the worker supervisor: on_context dials
         self.dialled.add(peer)
-        self.send(dialer, StartWorker({"connect": peer}))
+        start_worker(self, dialer, {"connect": peer})
 
 
 # --- Gossip ------------------------------------------------------------------------------------

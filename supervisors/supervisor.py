@@ -27,7 +27,7 @@ from actors.base import (
     Started,
     Stats,
 )
-from actors.connection import StartWorker
+from actors.connection import Hosted, StartWorker
 from actors.overlay import Answer, PeerGone, Query, WorkerExited
 from supervisors import core
 
@@ -56,32 +56,43 @@ def _pss(pid: int | None) -> int | None:
         return None
 
 
-class Supervisor(SatelliteActor):
-    def init(self, args: dict) -> None:
+class Sup:
+    """One supervisor of the tree: the OTP core and the actors it started. Either the
+    process's own (the root) or one hosted in that process (a child spec whose args say
+    ``hosted``): a supervisor only starts, watches and stops, which does not earn a
+    process of its own (about 6 MiB each, issue 8). A hosted supervisor must be
+    simple_one_for_one: it has no static children, so it is up as soon as it exists.
+    Its parent sees it as any child: started, stopped (it stops its own children first),
+    killed (its children are), and exited when it gives up (Escalate)."""
+
+    def __init__(
+        self, host: Supervisor, key: str, args: dict, context: dict, parent: Sup | None = None
+    ) -> None:
+        self.host = host
+        self.key = key  # our handle in our parent's core ("" for the root): names our timers
+        self.parent = parent
+        self.child_id: str = args.get("child_id") or key
+        self.role: str = args.get("role") or f"Supervisor:{self.child_id}"
         self.flags = core.SupFlags(**args["flags"])
         self.specs = [core.ChildSpec(**spec) for spec in args["children"]]
+        if parent is not None and self.flags.strategy != "simple_one_for_one":
+            raise ValueError(f"{self.child_id!r}: only simple_one_for_one can be hosted")
         self.core = core.Supervisor(self.flags, self.specs)
+        self.context = context
         self.addresses: dict[str, Any] = {}  # handle -> actor address
         self.pids: dict[str, int] = {}  # handle -> pid
         self.started_at: dict[str, float] = {}
         self.normal: set[str] = set()  # handles that announced a normal exit
-        self.topology_waits: dict[Any, dict] = {}
-        self.queries = 0  # numbers our own topology queries to child supervisors
-        self.shutdown_to: Any = None
+        self.hosted: dict[str, Sup] = {}  # handle -> a supervisor child of ours, in-process
+        self.spawns = 0  # numbers the handles of our hosted children
+        self.gone = False  # a hosted supervisor that stopped: it starts nothing more
         self.refused_logged = -10.0
-        self.launcher_pid = args.get("launcher_pid")
         # Who hears of a worker's exit (WorkerExited), the first also of a dial refused.
         notify = args.get("notify") or []
         self.notify: list[str] = [notify] if isinstance(notify, str) else list(notify)
         # A worker costs a process: beyond this many, new connections are refused (a
         # thousand connections at once must not become a thousand processes).
         self.max_children = args.get("max_children")
-        if args.get("name"):
-            self.context[args["name"]] = self.myAddress
-        self.launcher_fd: int | None = None
-        if self.launcher_pid:
-            self.start_launcher_watch()
-        self.apply(self.core.init(time.monotonic()))
 
     # -- context for the children ---------------------------------------------------------
 
@@ -89,59 +100,276 @@ class Supervisor(SatelliteActor):
         ctx = dict(self.context)
         for row in self.core.which_children():
             handle = row.get("handle")
-            if handle in self.addresses and row.get("state") == "running":
+            if row.get("state") != "running":
+                continue
+            if handle in self.hosted:
+                ctx[row["id"]] = Hosted(self.host.myAddress, handle)
+            elif handle in self.addresses:
                 ctx[row["id"]] = self.addresses[handle]
         return ctx
 
     def broadcast_context(self) -> None:
-        ctx = Context(self.child_context())
+        ctx = self.child_context()
         for handle, address in self.addresses.items():
             if handle in self.pids:
-                self.send(address, ctx)
+                self.host.send(address, Context(ctx))
+        for sub in self.hosted.values():
+            sub.context = ctx
+            sub.broadcast_context()
+
+    # -- what the host routes to us -------------------------------------------------------
+
+    def on_started(self, now: float, msg: Started, sender: Any) -> None:
+        handle = str(sender)
+        self.addresses[handle] = sender
+        self.pids[handle] = msg.pid
+        self.started_at[handle] = time.time()
+        self.apply(self.core.started(now, msg.child_id, handle))
+        self.broadcast_context()
+
+    def on_exited(self, now: float, handle: str) -> None:
+        normal = handle in self.normal
+        self.normal.discard(handle)
+        self.pids.pop(handle, None)
+        self.started_at.pop(handle, None)
+        address = self.addresses.pop(handle, None)
+        if address is not None and not self.gone:  # (as a dead supervisor process: silent)
+            for name in self.notify:
+                if self.context.get(name) is not None:
+                    self.host.send(self.context[name], WorkerExited(address))
+        if not self.gone:
+            self.apply(self.core.exited(now, handle, normal))
+
+    def start_worker(self, now: float, args: dict) -> None:
+        if self.gone:
+            self.refuse_worker(args, quietly=True)
+        elif self.max_children and self.core.counts()["workers"] >= self.max_children:
+            self.refuse_worker(args)
+        else:
+            self.apply(self.core.start_child(now, args))
+
+    def refuse_worker(self, args: dict, quietly: bool = False) -> None:
+        first = self.context.get(self.notify[0]) if self.notify else None
+        if "connect" in args and first is not None and not quietly:
+            # A dial we will not make: for Membership, a peer that could not be reached.
+            self.host.send(first, PeerGone(args["connect"], None))
+        fd = args.get("fd")
+        if fd is not None:
+            try:
+                os.close(fd.detach())  # the connection we will not serve
+            except OSError:
+                pass
+        now = time.monotonic()
+        if not quietly and now - self.refused_logged > 5:  # one line per burst
+            self.refused_logged = now
+            logger.warning(
+                "[{}] {}: {} connections already; refusing more",
+                self.host.node_id,
+                self.role,
+                self.max_children,
+            )
+
+    # -- effects --------------------------------------------------------------------------
+
+    def apply(self, effects: list) -> None:
+        for effect in effects:
+            kind = type(effect)
+            if kind is core.StartChild:
+                if effect.spec.type == "supervisor" and effect.spec.args.get("hosted"):
+                    self.start_hosted(effect)
+                else:
+                    self.start(effect)
+            elif kind is core.StopChild:
+                if effect.handle in self.hosted:
+                    # As a supervisor process told to stop: its workers go at once (a
+                    # worker caught half-way through its start would never confirm).
+                    sub = self.hosted[effect.handle]
+                    sub.kill_all()
+                    self.hosted_gone(sub, normal=True)
+                else:
+                    address = self.addresses.get(effect.handle)
+                    if address is not None:
+                        self.host.send(address, ActorExitRequest())
+            elif kind is core.KillChild:
+                if effect.handle in self.hosted:
+                    sub = self.hosted[effect.handle]
+                    sub.kill_all()
+                    self.hosted_gone(sub, normal=False)
+                else:
+                    kill(self.pids.get(effect.handle))
+            elif kind is core.SetTimer:
+                self.host.wakeupAfter(
+                    timedelta(seconds=max(0.0, effect.delay)),
+                    payload=("sup", self.key, effect.timer),
+                )
+            elif kind is core.Log:
+                logger.log(
+                    effect.level.upper(), "[{}] {}: {}", self.host.node_id, self.role, effect.text
+                )
+            elif kind is core.Escalate:
+                # Our children are gone; we exit abnormally so that our supervisor decides.
+                logger.error("[{}] {} gives up: {}", self.host.node_id, self.role, effect.reason)
+                if self.parent is None:
+                    os._exit(ESCALATE_STATUS)
+                self.parent.hosted_gone(self, normal=False)
+            elif kind is core.Stopped:
+                if self.parent is None:
+                    self.host.stopped()
+                else:
+                    self.parent.hosted_gone(self, normal=True)
+
+    def start(self, effect: Any) -> None:
+        spec = effect.spec
+        args = {**dict(spec.args), **dict(effect.args or {}), "child_id": effect.id}
+        if self.parent is not None:
+            args["supervisor"] = self.key  # comes back in Started: which of us it is
+        address = self.host.createActor(_import(spec.start))
+        handle = str(address)
+        self.addresses[handle] = address
+        self.core.spawned(effect.id, handle)
+        role = args.get("role") or spec.start.rpartition(".")[2]
+        self.host.send(address, Init(self.host.node_id, role, args, self.child_context()))
+
+    def start_hosted(self, effect: Any) -> None:
+        now = time.monotonic()
+        self.spawns += 1
+        handle = f"{self.key}/{effect.id}#{self.spawns}"  # unique in this process
+        args = {**dict(effect.spec.args), **dict(effect.args or {}), "child_id": effect.id}
+        sub = Sup(self.host, handle, args, self.child_context(), parent=self)
+        self.hosted[handle] = sub
+        self.host.sups[handle] = sub
+        self.started_at[handle] = time.time()
+        self.core.spawned(effect.id, handle)
+        sub.apply(sub.core.init(now))
+        self.apply(self.core.started(now, effect.id, handle))
+        self.broadcast_context()
+
+    def hosted_gone(self, sub: Sup, normal: bool) -> None:
+        """A hosted supervisor of ours stopped, gave up, or was killed: to our core, the
+        exit of that child. Its actors' exit notices still come to it, and change nothing."""
+        if self.hosted.pop(sub.key, None) is None:
+            return
+        sub.gone = True
+        self.host.sups.pop(sub.key, None)
+        self.started_at.pop(sub.key, None)
+        self.apply(self.core.exited(time.monotonic(), sub.key, normal))
+        self.broadcast_context()
+
+    def kill_all(self) -> None:
+        """SIGKILL every actor below us, at once (Thespian would otherwise hold an exit
+        until each child confirmed its own)."""
+        for pid in self.pids.values():
+            kill(pid)
+        for sub in list(self.hosted.values()):
+            sub.kill_all()
+
+    # -- topology -------------------------------------------------------------------------
+
+    def rows(self) -> list[dict]:
+        out = []
+        now = time.time()
+        for row in self.core.which_children():
+            handle = row.get("handle")
+            pid = self.pids.get(handle)
+            sub = self.hosted.get(handle)
+            out.append(
+                {
+                    "id": row["id"],
+                    "handle": handle,
+                    "type": row.get("type", "worker"),
+                    "strategy": sub.flags.strategy if sub is not None else None,
+                    "restart": row.get("restart"),
+                    "state": row.get("state"),
+                    "restarts": row.get("restarts", 0),
+                    # A hosted supervisor has no process of its own: its parent's row
+                    # shows the pid and the memory.
+                    "pid": pid,
+                    "uptime": round(now - self.started_at[handle], 3)
+                    if handle in self.started_at
+                    else None,
+                    "pss": _pss(pid),
+                    "messages": None,  # until the child answers
+                    "children": sub.rows() if sub is not None else [],
+                }
+            )
+        return out
+
+
+def kill(pid: int | None) -> None:
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class Supervisor(SatelliteActor):
+    """The supervisor actor: the root ``Sup`` of this process, and any hosted below it."""
+
+    def init(self, args: dict) -> None:
+        self.owners: dict[str, Sup] = {}  # actor handle -> the Sup that started it
+        self.sups: dict[str, Sup] = {}  # key -> every live Sup of this process
+        self.root = Sup(self, "", dict(args, child_id=self.child_id, role=self.role), self.context)
+        self.sups[""] = self.root
+        self.topology_waits: dict[Any, dict] = {}
+        self.queries = 0  # numbers our own topology queries to child supervisors
+        self.shutdown_to: Any = None
+        self.launcher_pid = args.get("launcher_pid")
+        if args.get("name"):
+            self.context[args["name"]] = self.myAddress
+        self.launcher_fd: int | None = None
+        if self.launcher_pid:
+            self.start_launcher_watch()
+        self.root.apply(self.root.core.init(time.monotonic()))
 
     def on_context(self) -> None:
-        self.broadcast_context()
+        self.root.broadcast_context()
 
     # -- messages -------------------------------------------------------------------------
 
     def handle(self, msg: Any, sender: Any) -> None:
         now = time.monotonic()
         if isinstance(msg, Started):
-            handle = str(sender)
-            self.addresses[handle] = sender
-            self.pids[handle] = msg.pid
-            self.started_at[handle] = time.time()
-            self.apply(self.core.started(now, msg.child_id, handle))
-            self.broadcast_context()
+            # (createActor's address is a placeholder: the child's own is known from here)
+            sup = self.sups.get(msg.supervisor)
+            if sup is None:
+                # Its supervisor stopped while it started: no stray actor is left behind.
+                kill(msg.pid)
+            else:
+                self.owners[str(sender)] = sup
+                sup.on_started(now, msg, sender)
         elif isinstance(msg, ChildActorExited):
             handle = str(msg.childAddress)
-            normal = handle in self.normal
-            self.normal.discard(handle)
-            self.pids.pop(handle, None)
-            address = self.addresses.pop(handle, None)
-            if address is not None:
-                for name in self.notify:
-                    if self.context.get(name) is not None:
-                        self.send(self.context[name], WorkerExited(address))
-            self.apply(self.core.exited(now, handle, normal))
+            sup = self.owners.pop(handle, None)
+            if sup is not None:
+                sup.on_exited(now, handle)
+            else:  # a duplicate notice (Thespian sends some), or a child that never started
+                for sup in list(self.sups.values()):
+                    sup.apply(sup.core.exited(now, handle))
         elif isinstance(msg, ExitingNormally):
-            self.normal.add(str(sender))
+            sup = self.owners.get(str(sender))
+            if sup is not None:
+                sup.normal.add(str(sender))
             self.send(sender, ActorExitRequest())
         elif isinstance(msg, StartWorker):
-            if self.max_children and self.core.counts()["workers"] >= self.max_children:
-                self.refuse_worker(msg.args)
+            sup = self.sups.get(msg.supervisor or "")
+            if sup is None:  # for a hosted supervisor that has stopped since
+                self.root.refuse_worker(msg.args, quietly=True)
             else:
-                self.apply(self.core.start_child(now, msg.args))
+                sup.start_worker(now, msg.args)
         elif isinstance(msg, WatchMessage):
             if self.launcher_fd is not None and self.launcher_fd in msg.ready:
                 self.watch_launcher()
         elif isinstance(msg, WakeupMessage):
-            if msg.payload == "launcher":
+            payload = msg.payload
+            if payload == "launcher":
                 self.watch_launcher()
-            elif isinstance(msg.payload, tuple) and msg.payload[0] == "topology":
-                self.finish_topology(msg.payload[1])
-            else:
-                self.apply(self.core.timer(now, msg.payload))
+            elif isinstance(payload, tuple) and payload[0] == "topology":
+                self.finish_topology(payload[1])
+            elif isinstance(payload, tuple) and payload[0] == "sup":
+                sup = self.sups.get(payload[1])
+                if sup is not None:  # else the timer of a hosted supervisor now gone
+                    sup.apply(sup.core.timer(now, payload[2]))
         elif isinstance(msg, Query):
             self.topology(msg, sender)
         elif isinstance(msg, Answer):
@@ -150,78 +378,19 @@ class Supervisor(SatelliteActor):
             self.stats_part(msg)
         elif isinstance(msg, Shutdown):
             self.shutdown_to = sender
-            self.apply(self.core.shutdown(now))
+            self.root.apply(self.root.core.shutdown(now))
 
-    def refuse_worker(self, args: dict) -> None:
-        first = self.context.get(self.notify[0]) if self.notify else None
-        if "connect" in args and first is not None:
-            # A dial we will not make: for Membership, a peer that could not be reached.
-            self.send(first, PeerGone(args["connect"], None))
-        fd = args.get("fd")
-        if fd is not None:
-            try:
-                os.close(fd.detach())  # the connection we will not serve
-            except OSError:
-                pass
-        now = time.monotonic()
-        if now - self.refused_logged > 5:  # one line per burst, not one per connection
-            self.refused_logged = now
-            logger.warning(
-                "[{}] {}: {} connections already; refusing more",
-                self.node_id,
-                self.role,
-                self.max_children,
-            )
-
-    def apply(self, effects: list) -> None:
-        for effect in effects:
-            kind = type(effect)
-            if kind is core.StartChild:
-                self.start(effect)
-            elif kind is core.StopChild:
-                address = self.addresses.get(effect.handle)
-                if address is not None:
-                    self.send(address, ActorExitRequest())
-            elif kind is core.KillChild:
-                pid = self.pids.get(effect.handle)
-                if pid is not None:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-            elif kind is core.SetTimer:
-                self.wakeupAfter(timedelta(seconds=max(0.0, effect.delay)), payload=effect.timer)
-            elif kind is core.Log:
-                logger.log(
-                    effect.level.upper(), "[{}] {}: {}", self.node_id, self.role, effect.text
-                )
-            elif kind is core.Escalate:
-                # Our children are gone; crash so that our own supervisor decides.
-                logger.error("[{}] {} gives up: {}", self.node_id, self.role, effect.reason)
-                os._exit(ESCALATE_STATUS)
-            elif kind is core.Stopped:
-                if self.shutdown_to is not None:
-                    self.send(self.shutdown_to, ShutdownDone())
-                self.exit_normally()
-
-    def start(self, effect: Any) -> None:
-        spec = effect.spec
-        args = {**dict(spec.args), **dict(effect.args or {}), "child_id": effect.id}
-        address = self.createActor(_import(spec.start))
-        self.addresses[str(address)] = address
-        self.core.spawned(effect.id, str(address))
-        role = args.get("role") or spec.start.rpartition(".")[2]
-        self.send(address, Init(self.node_id, role, args, self.child_context()))
+    def stopped(self) -> None:
+        """The root's children have all stopped (Shutdown)."""
+        if self.shutdown_to is not None:
+            self.send(self.shutdown_to, ShutdownDone())
+        self.exit_normally()
 
     def stopping(self) -> None:
         """Told to stop by our own supervisor (it gives us ``shutdown`` seconds): our
         children go at once. Thespian would otherwise hold our exit until each child
         confirmed its own, and a child caught half-way through its start never does."""
-        for pid in self.pids.values():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        self.root.kill_all()
 
     # -- the launcher watch ---------------------------------------------------------------
 
@@ -262,73 +431,54 @@ class Supervisor(SatelliteActor):
 
     # -- topology -------------------------------------------------------------------------
 
-    def rows(self) -> list[dict]:
-        out = []
-        now = time.time()
-        for row in self.core.which_children():
-            handle = row.get("handle")
-            pid = self.pids.get(handle)
-            spec_type = row.get("type", "worker")
-            out.append(
-                {
-                    "id": row["id"],
-                    "handle": handle,
-                    "type": spec_type,
-                    "restart": row.get("restart"),
-                    "state": row.get("state"),
-                    "restarts": row.get("restarts", 0),
-                    "pid": pid,
-                    "uptime": round(now - self.started_at[handle], 3)
-                    if handle in self.started_at
-                    else None,
-                    "pss": _pss(pid),
-                    "children": [],
-                }
-            )
-        return out
-
     def topology(self, msg: Query, sender: Any) -> None:
-        rows = self.rows()
+        rows = self.root.rows()
         me = {
             "id": self.child_id,
             "type": "supervisor",
-            "strategy": self.flags.strategy,
+            "strategy": self.root.flags.strategy,
             "pid": os.getpid(),
             "pss": _pss(os.getpid()),
             "messages": self.messages,
             "children": rows,
         }
-        waiting = {}
         self.queries += 1
         key = self.queries
-        for row in rows:
-            row["messages"] = None  # until the child answers
-            if row["handle"] not in self.addresses:
-                continue
-            waiting[row["id"]] = row
-            if row["type"] == "supervisor":
-                self.send(self.addresses[row["handle"]], Query("topology", (key, row["id"])))
-            else:
-                self.send(self.addresses[row["handle"]], Stats((key, row["id"])))
-        entry = {
+        waiting: dict[Any, dict] = {}
+        self.ask_children(key, self.root, rows, waiting)
+        if not waiting:
+            self.send(sender, Answer(msg.what, msg.token, me))
+            return
+        self.topology_waits[key] = {
             "reply_to": sender,
             "token": msg.token,
             "what": msg.what,
             "tree": me,
             "waiting": waiting,
         }
-        if not waiting:
-            self.send(sender, Answer(msg.what, msg.token, me))
-            return
-        self.topology_waits[key] = entry
         self.wakeupAfter(timedelta(seconds=1), payload=("topology", key))
 
+    def ask_children(self, key: int, sup: Sup, rows: list[dict], waiting: dict) -> None:
+        """Ask each actor in ``rows`` (``sup``'s) how busy it is, a child supervisor for its
+        own tree; a hosted supervisor's rows are here already, their actors are asked."""
+        for row in rows:
+            handle = row["handle"]
+            if handle in sup.hosted:
+                self.ask_children(key, sup.hosted[handle], row["children"], waiting)
+            elif handle in sup.addresses:
+                token = (key, (sup.key, row["id"]))
+                waiting[token[1]] = row
+                if row["type"] == "supervisor":
+                    self.send(sup.addresses[handle], Query("topology", token))
+                else:
+                    self.send(sup.addresses[handle], Stats(token))
+
     def topology_part(self, msg: Answer) -> None:
-        key, child_id = msg.token
+        key, child = msg.token
         entry = self.topology_waits.get(key)
         if entry is None:
             return
-        row = entry["waiting"].pop(child_id, None)
+        row = entry["waiting"].pop(child, None)
         if row is not None:
             row["strategy"] = msg.body.get("strategy")
             row["messages"] = msg.body.get("messages")
@@ -337,11 +487,11 @@ class Supervisor(SatelliteActor):
             self.finish_topology(key)
 
     def stats_part(self, msg: Stats) -> None:
-        key, child_id = msg.token
+        key, child = msg.token
         entry = self.topology_waits.get(key)
         if entry is None:
             return
-        row = entry["waiting"].pop(child_id, None)
+        row = entry["waiting"].pop(child, None)
         if row is not None:
             row["messages"] = msg.messages
         if not entry["waiting"]:

@@ -8,6 +8,7 @@
     ├── sensor            permanent   reads the temperature sensor (not with --sensor none)
     ├── peer_workers      supervisor  simple_one_for_one: one PeerWorker per TCP link (temporary)
     ├── client_workers    supervisor  simple_one_for_one: one ClientWorker per Antenna (temporary)
+    │                                 both hosted in node_sup's process (no process of their own)
     ├── listener          permanent   accepts on the peer port and the client port
     └── dashboard         permanent   only with --http: the web page, an Antenna of the client port
 
@@ -18,7 +19,10 @@ to Membership and Gossip by address, so when either restarts, the links go down 
 them and HyParView rebuilds them from the passive view and the seeds. The listener
 or a worker dying touches nobody before it. One listener serves both ports, after both
 worker supervisors it hands sockets to: an actor is a process (about 5 MiB of a node's
-64 MiB budget, issue 8), and a listener only accepts. So a restart of either worker
+64 MiB budget, issue 8), and a listener only accepts. For the same reason the two
+worker supervisors are hosted in node_sup's process: a supervisor only starts, watches
+and stops, and node_sup is the Thespian parent of the workers; to the tree they are
+supervisors as any other (restarted, stopped, shown by topology). So a restart of either worker
 supervisor restarts it too, and both ports close for a moment. Connection workers
 are temporary: a broken TCP connection is not restarted by the supervisor, it is a
 membership event, and HyParView decides whether to dial again. The two worker supervisors are
@@ -44,8 +48,14 @@ def worker(
     }
 
 
-def supervisor(id: str, flags: dict, children: list[dict], args: dict | None = None) -> dict:
+def supervisor(
+    id: str, flags: dict, children: list[dict], args: dict | None = None, hosted: bool = False
+) -> dict:
+    """``hosted``: run inside the parent supervisor's process, not as an actor of its own
+    (simple_one_for_one only; supervisors/supervisor.py says why)."""
     sup_args = {"flags": flags, "children": children, "role": f"Supervisor:{id}", **(args or {})}
+    if hosted:
+        sup_args["hosted"] = True
     return {
         "id": id,
         "start": "supervisors.supervisor.Supervisor",
@@ -114,12 +124,14 @@ def node_tree(config: dict[str, Any]) -> dict:
                 [worker("peer_worker", "actors.overlay.PeerWorker", restart="temporary")],
                 # Gossip too: the pipe it made for a worker that died before taking it.
                 {"notify": ["membership", "gossip"], "max_children": config.get("max_peers", 32)},
+                hosted=True,
             ),
             supervisor(
                 "client_workers",
                 {"strategy": "simple_one_for_one", "intensity": 1000, "period": 1.0},
                 [worker("client_worker", "actors.client.ClientWorker", restart="temporary")],
                 {"notify": "gossip", "max_children": config.get("max_clients", 32)},
+                hosted=True,
             ),
             worker(
                 "listener",

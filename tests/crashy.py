@@ -1,5 +1,6 @@
 """A test actor: it raises on "boom", answers its pid on "pid", how many objects its
-garbage collector leaves alone on "frozen", and logs a CRITICAL stdlib record on
+garbage collector leaves alone on "frozen", a name of its context on ("context", name),
+and logs a CRITICAL stdlib record on
 ("critical", text)."""
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ class Crashy(SatelliteActor):
             raise RuntimeError("boom, on purpose")
         if msg == "pid":
             self.send(sender, ("pid", os.getpid(), self.state))
+        if isinstance(msg, tuple) and msg[0] == "context":
+            self.send(sender, ("context", self.context.get(msg[1])))
         if msg == "frozen":
             self.send(sender, ("frozen", gc.get_freeze_count()))
         if isinstance(msg, tuple) and msg[0] == "critical":

@@ -120,6 +120,94 @@ LEAN_SCRIPT = textwrap.dedent(
 )
 
 
+HOSTED_SCRIPT = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    import psutil
+    from thespian.actors import ActorSystem
+    from actors.base import Init, loopback_only
+    from actors.connection import Hosted, StartWorker, start_worker
+    from actors.overlay import Query
+    from supervisors.supervisor import Supervisor
+    from supervisors.tree import supervisor, worker
+
+    loopback_only()
+    system = ActorSystem("multiprocTCPBase", {"Admin Port": int(sys.argv[1])},
+                         logDefs={"version": 1, "root": {"level": "CRITICAL", "handlers": []}})
+    out = {}
+
+    def until(what, check):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            t = system.ask(top, Query("topology", 1), 5).body
+            rows = {r["id"]: r for r in t["children"]}
+            if check(rows):
+                return rows
+            time.sleep(0.05)
+        raise SystemExit(f"timed out: {what}: {t}")
+
+    def running(row):
+        return [c for c in row["children"] if c["state"] == "running" and c["pid"]]
+
+    try:
+        workers = supervisor(
+            "workers",
+            {"strategy": "simple_one_for_one", "intensity": 10, "period": 1.0},
+            [worker("w", "tests.crashy.Crashy", restart="temporary")],
+            {"max_children": 2},
+            hosted=True,
+        )
+        flags = {"strategy": "one_for_all", "intensity": 3, "period": 30.0}
+        spec = supervisor("sup", flags, [workers, worker("probe", "tests.crashy.Crashy")])
+        top = system.createActor(Supervisor)
+        init = Init("t", "Supervisor:sup", dict(spec["args"], child_id="sup"), {})
+        out["root"] = root = system.ask(top, init, 10).pid
+        rows = until("the probe", lambda r: r["probe"]["pid"])
+        out["workers_row"] = {k: rows["workers"][k] for k in ("type", "strategy", "pid", "pss")}
+        first = Hosted(top, rows["workers"]["handle"])
+
+        class Asker:  # start_worker sends through whatever has .send
+            send = staticmethod(system.tell)
+
+        for _ in range(3):  # the third is over max_children: refused
+            start_worker(Asker, first, {})
+        # The root handles our messages in order: by this answer, all three were decided.
+        out["children_asked"] = len(until("", lambda r: True)["workers"]["children"])
+        rows = until("two workers", lambda r: len(running(r["workers"])) == 2)
+        pids = [c["pid"] for c in running(rows["workers"])]
+        out["parents"] = [psutil.Process(p).ppid() for p in pids]
+        out["root_children"] = sorted(c.pid for c in psutil.Process(root).children())
+        out["worker_pids"] = pids
+        out["probe_pid"] = rows["probe"]["pid"]
+        # A temporary worker killed is gone, not restarted.
+        os.kill(pids[0], signal.SIGKILL)
+        rows = until("one worker", lambda r: len(running(r["workers"])) == 1)
+        out["after_kill"] = [c["pid"] for c in running(rows["workers"])]
+        # one_for_all: the probe's crash restarts the hosted supervisor too, which stops
+        # its worker first; the new one is another incarnation (a new handle).
+        os.kill(out["probe_pid"], signal.SIGKILL)
+        rows = until(
+            "the restart",
+            lambda r: r["probe"]["pid"] not in (None, out["probe_pid"])
+            and r["workers"]["handle"] != first.handle and r["workers"]["state"] == "running",
+        )
+        out["probe_restarts"] = rows["probe"]["restarts"]
+        out["handles"] = [first.handle, rows["workers"]["handle"]]
+        out["left_running"] = [p for p in pids if psutil.pid_exists(p)
+                               and psutil.Process(p).status() != "zombie"]
+        out["workers_after_restart"] = len(rows["workers"]["children"])
+        # A request for the old incarnation is dropped; the new one serves.
+        start_worker(Asker, first, {})
+        start_worker(Asker, Hosted(top, rows["workers"]["handle"]), {})
+        out["final"] = len(until("", lambda r: True)["workers"]["children"])
+        until("a worker of the new one", lambda r: len(running(r["workers"])) == 1)
+    finally:
+        system.shutdown()
+    print(json.dumps(out))
+    """
+)
+
+
 def run(script: str, stderr: list | None = None) -> dict:
     import json
 
@@ -171,3 +259,48 @@ def test_a_lean_actor_system_has_no_logger_process_and_still_logs():
     # And the system stops in time, leaving nothing.
     assert out["shutdown_s"] < 5
     assert not psutil.pid_exists(out["admin"]) or psutil.Process(out["admin"]).status() == "zombie"
+
+
+def test_a_hosted_supervisor_costs_no_process_and_supervises_like_any_other():
+    out = run(HOSTED_SCRIPT)
+    # It shows in the tree as a supervisor, with no pid or memory of its own ...
+    assert out["workers_row"] == {
+        "type": "supervisor",
+        "strategy": "simple_one_for_one",
+        "pid": None,
+        "pss": None,
+    }
+    # ... its workers are children of the root's process, and no process is its own.
+    assert out["parents"] == [out["root"], out["root"]]
+    assert sorted(out["worker_pids"] + [out["probe_pid"]]) == out["root_children"]
+    # max_children held (two of three started); a killed temporary worker is not restarted.
+    assert out["children_asked"] == 2
+    assert len(out["after_kill"]) == 1 and out["after_kill"][0] == out["worker_pids"][1]
+    # A sibling's crash under one_for_all restarted it, its worker stopped on the way.
+    assert out["probe_restarts"] == 1 and out["handles"][0] != out["handles"][1]
+    assert out["left_running"] == []
+    assert out["workers_after_restart"] == 0
+    # Only the new incarnation's request was served.
+    assert out["final"] == 1
+
+
+def test_a_childs_exit_notice_does_not_swallow_another_dead_childs():
+    from types import SimpleNamespace
+
+    from thespian.system.multiprocCommon import MultiProcReplicator
+
+    from actors.base import every_exit_noticed
+
+    every_exit_noticed()
+    dead = {"a", "b"}  # both died; only a's notice is being handled
+
+    class Parent(MultiProcReplicator):
+        @staticmethod
+        def _checkChildLiveness(info):  # noqa: N802 - Thespian's
+            return info.childAddr not in dead
+
+    parent = Parent()
+    parent._child_procs = [SimpleNamespace(childAddr=n) for n in ("a", "b", "c")]
+    parent._childExited("a")
+    # b stays listed, so the SIGCHLD check still announces it; c is alive.
+    assert [i.childAddr for i in parent._child_procs] == ["b", "c"]
