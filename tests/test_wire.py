@@ -194,6 +194,33 @@ def test_whole_frames_come_out_as_they_went_in_whatever_the_split(msgs, data):
     assert b"".join(split) == stream and not buffer
 
 
+@FUZZ
+@given(st.lists(messages, max_size=20), st.data())
+def test_trusted_decoding_of_checked_frames_equals_decode_whatever_the_split(msgs, data):
+    # Gossip's end of a worker's pipe: frames the worker checked, read in any pieces.
+    stream = b"".join(encode(m) for m in msgs)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=30)))
+    buffer, out = bytearray(), []
+    for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        buffer += stream[start:end]
+        out.extend(wire.decode_trusted(buffer))
+    assert out == msgs and not buffer
+    assert [type(x) for m in out for x in dataclasses.astuple(m)] == [
+        type(x) for m in msgs for x in dataclasses.astuple(m)
+    ]
+
+
+@pytest.mark.parametrize(
+    "body_bytes",
+    [b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"t": "nope"}), msgpack.packb({"t": "join"})],
+    ids=["not msgpack", "not a map", "unknown tag", "missing field"],
+)
+def test_trusted_decoding_says_what_no_worker_writes(body_bytes):
+    buffer = bytearray(len(body_bytes).to_bytes(4, "big") + body_bytes)
+    with pytest.raises(MalformedFrame):
+        wire.decode_trusted(buffer)
+
+
 def test_frame_decoder_byte_by_byte_reports_pending():
     framed = encode(Gossip(b"id", 1, b"payload"))
     decoder = FrameDecoder()
