@@ -148,6 +148,7 @@ class Antenna:
         self.host, self.port = self.nodes[0]
         self.timeout, self.client = timeout, client
         self.callbacks: dict[str, list[Callable]] = {}
+        self._arities: dict[int, tuple[Callable, int]] = {}  # id -> (callback, its arity)
         self.data: Data | None = None  # the latest office snapshot
         self.node: str | None = None  # the id of the node we are attached to
         self.attachments = 0  # connections made so far: 1, and one more per reconnection
@@ -443,7 +444,11 @@ class Antenna:
     def _fire(self, name: str, payload: Any, data: Any) -> None:
         for callback in list(self.callbacks.get(name, [])):
             try:
-                arity = _arity(callback)
+                # inspect.signature costs about 13 us: once per callback, not per event.
+                known = self._arities.get(id(callback))
+                if known is None or known[0] is not callback:
+                    known = self._arities[id(callback)] = (callback, _arity(callback))
+                arity = known[1]
                 if arity >= 2:
                     callback(payload, data)
                 elif arity == 1:
