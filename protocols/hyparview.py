@@ -168,6 +168,12 @@ class Config:
     # times fill_interval; a new link resets it. In a full office the few nodes left
     # below active_size were refused every 30 s, each a connection at both ends.
     fill_backoff_max: float = 4.0
+    # A fill-up round above the minimum asks up to this many passive peers, each after
+    # the last one refused (only free slots are taken, so most refuse): two nodes with
+    # room find each other in a round, not by luck over minutes (seen: two nodes of a
+    # 10-node office, each with a free slot and the other in its passive view, asking
+    # one random full node every 30 s-2 min, a connection at both ends each time).
+    fill_tries: int = 3
     join_retry_min: float = 0.25  # first retry of a JOIN whose contact was not up
     join_retry_max: float = 10.0
     reconnect_interval: float = 10.0
@@ -209,6 +215,7 @@ class HyParView:
     _last_fill: float | None = None  # when a PromoteTick last tried to fill up
     _fill_backoff: float = 1.0  # times fill_interval until the next fill-up round
     _filled_to: int = -1  # the active view's size at the last fill-up round
+    _fill_left: int = 0  # more peers this fill-up round may ask after a refusal
     _started: bool = False
 
     # -- entry point ----------------------------------------------------------------------
@@ -383,10 +390,14 @@ class HyParView:
         if pending is None:
             return
         # Rejected: keep it as a passive candidate. Below the minimum, try another one at
-        # once (each refuser once); above it, the next PromoteTick will try again.
+        # once (each refuser once); above it, another while the fill-up round has tries
+        # left, then the next round.
         self._tried.add(peer)
         self._add_passive(peer)
         if len(self.active_view) < self.config.active_min:
+            self._fill_active(now, out)
+        elif self._fill_left > 0 and not pending.reconnect:
+            self._fill_left -= 1
             self._fill_active(now, out)
 
     def _request_neighbor(
@@ -553,6 +564,7 @@ class HyParView:
                 self._filled_to = len(self.active_view)
                 self._last_fill = now
                 self._tried.clear()  # a while has passed: those who refused may have room
+                self._fill_left = c.fill_tries - 1  # the first ask is this one
                 self._fill_active(now, out)
                 if len(self.active_view) < c.active_min and not self._pending and self.contacts:
                     # Below the minimum and nobody in the passive view to ask: join again,

@@ -643,26 +643,54 @@ def test_promote_tick_fills_free_slots_with_low_priority_requests_only():
     assert peer in (10, 11) and msg == Neighbor(0, False)  # never evicts anyone
 
 
+def refuse_all(node: HyParView, effects: list, now: float) -> list:
+    """Refuse every NEIGHBOR in ``effects`` and in what the refusals bring; who was asked."""
+    asked, todo = [], sends(effects, Neighbor)
+    while todo:
+        peer, _ = todo.pop(0)
+        asked.append(peer)
+        todo += sends(recv(node, peer, NeighborReply(0, False), now=now + 0.1), Neighbor)
+    return asked
+
+
 def test_fill_up_rounds_that_gain_nothing_come_less_often_until_a_link_changes():
     node = make(active=[1, 2], passive=[10, 11, 12], fill_interval=30.0, fill_backoff_max=4.0)
-    asked_at = []
+    rounds = []
     for second in range(0, 400, 5):  # a PromoteTick every 5 s; every NEIGHBOR is refused
-        for peer, _ in sends(fire(node, PromoteTick(), now=float(second)), Neighbor):
-            asked_at.append(second)
-            recv(node, peer, NeighborReply(0, False), now=second + 0.1)
-    gaps = [b - a for a, b in zip(asked_at, asked_at[1:], strict=False)]
+        asked = refuse_all(node, fire(node, PromoteTick(), now=float(second)), second)
+        if asked:
+            rounds.append(second)
+            assert len(asked) == len(set(asked)) == 3  # fill_tries, each peer once
+    gaps = [b - a for a, b in zip(rounds, rounds[1:], strict=False)]
     assert gaps[:4] == [30, 60, 120, 120]  # doubled each time, up to 4 x 30 s
     # A new link, then losing it (asked again at once), bring the usual pace back.
     recv(node, 11, Neighbor(0, True), now=400.0)
-    ((peer, _),) = sends(node.handle(401.0, PeerFailed(11)), Neighbor)
-    recv(node, peer, NeighborReply(0, False), now=401.1)
-    asked_at = []
+    refuse_all(node, node.handle(401.0, PeerFailed(11)), 401.0)
+    rounds = []
     for second in range(405, 700, 5):
-        for peer, _ in sends(fire(node, PromoteTick(), now=float(second)), Neighbor):
-            asked_at.append(second)
-            recv(node, peer, NeighborReply(0, False), now=second + 0.1)
-    gaps = [b - a for a, b in zip(asked_at, asked_at[1:], strict=False)]
-    assert asked_at[0] <= 401 + 30 and gaps[:3] == [30, 60, 120]
+        if refuse_all(node, fire(node, PromoteTick(), now=float(second)), second):
+            rounds.append(second)
+    gaps = [b - a for a, b in zip(rounds, rounds[1:], strict=False)]
+    assert rounds[0] <= 401 + 30 and gaps[:3] == [30, 60, 120]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_fill_up_round_asks_on_after_a_refusal_until_a_peer_with_room_accepts(seed):
+    # Above the minimum with one slot free; of five passive peers only 14 has room.
+    node = make(active=[1, 2], passive=[10, 11, 12, 13, 14], seed=seed, fill_tries=5)
+    asked, todo = [], sends(fire(node, PromoteTick()), Neighbor)
+    while todo:
+        peer, msg = todo.pop(0)
+        assert msg == Neighbor(0, False)  # never evicts anyone
+        asked.append(peer)
+        todo += sends(recv(node, peer, NeighborReply(0, peer == 14)), Neighbor)
+    assert asked[-1] == 14 and len(asked) == len(set(asked))  # found in one round
+    assert 14 in node.active_view
+
+
+def test_a_fill_up_round_asks_at_most_fill_tries_peers():
+    node = make(active=[1, 2], passive=[10, 11, 12, 13, 14], fill_tries=2)
+    assert len(refuse_all(node, fire(node, PromoteTick()), T)) == 2
 
 
 def test_promote_tick_with_full_active_view_promotes_nothing():
