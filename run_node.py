@@ -393,6 +393,8 @@ def run(config: dict[str, Any]) -> int:
 
     loopback_only()  # before the actor system opens any socket
     lean_actor_system()  # and before it forks anything
+    if config["keyring"]:
+        warm_up_crypto(config["keyring"])
     try:
         system = ActorSystem(
             "multiprocTCPBase",
@@ -427,6 +429,10 @@ def run(config: dict[str, Any]) -> int:
         if not isinstance(started, Started):
             logger.error("[{}] the supervision tree did not start", config["node_id"])
             return 1
+        # Thespian starts its admin through a process that forks it and exits at once,
+        # and never waits for it: reaped here, or `ps` shows a <defunct> one beside every
+        # node for its lifetime.
+        reap_exited_children()
         logger.info(
             "[{}] up: peer {} client {} incarnation {}",
             config["node_id"],
@@ -449,6 +455,31 @@ def run(config: dict[str, Any]) -> int:
         # Whatever Thespian left (its admin and logger outlive a dead tree), by pid.
         _kill_actor_system(config["admin_port"])
     return status
+
+
+def reap_exited_children() -> None:
+    """Collect the exit status of every child of ours that has ended."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:  # no child left at all
+        pass
+
+
+def warm_up_crypto(keyring: list[bytes]) -> None:
+    """One key handshake and one sealed record, in memory, before the forks: the
+    cryptography library and OpenSSL set themselves up on first use, about 1.2 MiB of
+    private memory in every process that sealed anything (each connection worker,
+    Membership for its datagrams). Done here, those pages are shared by the node's
+    processes (issue 8)."""
+    from protocols.secure import Handshake
+
+    ours, theirs = Handshake(keyring, True, bytes(16)), Handshake(keyring, False, bytes(16))
+    data, turn = ours.start(), theirs
+    while data and not turn.done:  # each side's answer goes to the other
+        data, turn = turn.feed(data), (ours if turn is theirs else theirs)
+    if ours.channel is not None and theirs.channel is not None:
+        theirs.channel.open(ours.channel.seal(b"warm"))
 
 
 def loguru_without_asyncio() -> None:

@@ -205,6 +205,12 @@ def test_sigterm_stops_every_process_within_5_seconds(lone):
     assert lone.proc.wait(1) == 0
 
 
+def test_a_running_node_leaves_no_defunct_process_beside_it(lone):
+    launcher = psutil.Process(lone.proc.pid)
+    children = {c.pid: c.status() for c in launcher.children()}
+    assert psutil.STATUS_ZOMBIE not in children.values(), children
+
+
 def test_sigkill_of_the_launcher_takes_the_node_down_within_5_seconds(lone):
     lone.proc.kill()
     lone.proc.wait(1)
