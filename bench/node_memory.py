@@ -1,6 +1,6 @@
 """One node's memory, process by process (issue 8's memory budget).
 
-    python bench/node_memory.py [--nodes 6] [--json FILE]
+    python bench/node_memory.py [--nodes 6] [--key-file FILE] [--json FILE]
 
 Starts ``--nodes`` nodes on 127.0.0.1 (``--sensor none --network-scan none``, as
 bench/compare.py runs them), waits for a whole overlay, attaches one Antenna to the
@@ -34,12 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="node_memory.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--nodes", type=int, default=6, help="nodes in the office (default 6)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON there")
+    p.add_argument(
+        "--key-file", metavar="FILE", help="run the nodes with this cluster key (satellite keygen)"
+    )
     args = p.parse_args(argv)
     if not 1 <= args.nodes <= 30:
         print("node_memory.py: error: --nodes takes 1..30", file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="satmem-"))
-    flags = ("--sensor", "none", "--network-scan", "none")
+    flags: tuple[str, ...] = ("--sensor", "none", "--network-scan", "none")
+    if args.key_file:
+        if not Path(args.key_file).is_file():
+            print(f"node_memory.py: error: no key file {args.key_file}", file=sys.stderr)
+            return 2
+        flags += ("--key-file", str(Path(args.key_file).resolve()))
     cluster = Cluster(tmp, args.nodes, prefix="mem", extra=lambda i: flags)
     try:
         cluster.start()
