@@ -48,6 +48,9 @@ from protocols.events import (
 
 HYPARVIEW = frozenset(hyparview.MESSAGES)
 DELIVERY_LOG = 20_000  # events Gossip remembers having delivered
+# A connection that carries no link and nothing of ours this long is closed: a temporary
+# one is written and closed in milliseconds, a NEIGHBOR answered within its 500 ms.
+STRAY_AFTER = 5.0
 
 
 class PublishDelta:
@@ -228,6 +231,7 @@ class Membership(SatelliteActor):
         self.dialled: set[str] = set()  # outbox peers a worker was asked to dial
         self.one_shot: set[str] = set()  # outbox peers whose connection closes once written
         self.closing: set[str] = set()  # workers told to close: their goodbye is no news
+        self.up_since: dict[str, float] = {}  # str(worker) -> when its Hello came
         self.dialer_seen = str(self.context.get("peer_workers"))
         self.counters: Counter = Counter()
         self.members_told: list | None = None  # what State last heard
@@ -362,6 +366,8 @@ class Membership(SatelliteActor):
                     self.receive(now, msg.peer, message)
         elif isinstance(msg, WakeupMessage):
             self.apply(self.hv.handle(now, TimerFired(msg.payload)))
+            if type(msg.payload) is hyparview.PromoteTick:  # every 5 s
+                self._close_strays(now)
         elif isinstance(msg, WatchMessage):
             if self.udp is not None:
                 self.read_datagrams(now)
@@ -456,6 +462,7 @@ class Membership(SatelliteActor):
         workers = self.workers.setdefault(peer, [])
         if msg.worker not in workers:
             workers.append(msg.worker)
+            self.up_since[str(msg.worker)] = time.monotonic()
             if self.faults.active:
                 self.send(msg.worker, self.faults)
         pending = self.outbox.pop(peer, None)
@@ -475,6 +482,25 @@ class Membership(SatelliteActor):
         for peer, workers in list(self.workers.items()):
             if address in workers:
                 self._peer_gone(now, PeerGone(peer, address))
+
+    def _close_strays(self, now: float) -> None:
+        """Close, with a DISCONNECT, each connection that has stood STRAY_AFTER seconds
+        to a peer that is neither a neighbour nor being asked, with nothing of ours
+        waiting for it. The other end may take it for a link: a dial of its own that
+        came up after we had dropped it (seen at start-up, one node in four: a one-sided
+        link kept up by keepalives alone, for as long as both ran)."""
+        live = set()
+        for peer, workers in list(self.workers.items()):
+            live.update(str(w) for w in workers)
+            if self.hv.depends_on(peer) or peer in self.outbox or peer in self.one_shot:
+                continue
+            for worker in list(workers):
+                if now - self.up_since.get(str(worker), now) >= STRAY_AFTER:
+                    self.counters["hyparview_stray_connections_closed"] += 1
+                    goodbye = hyparview.Disconnect(self.hv.incarnation, True)
+                    self._close_worker(peer, worker, wire.encode(goodbye))
+        for key in [k for k in self.up_since if k not in live]:
+            del self.up_since[key]
 
     def _close_worker(self, peer: str, worker: Any, last: bytes = b"") -> None:
         """Write ``last`` and close: from now on the worker carries nothing for anyone

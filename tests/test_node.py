@@ -211,6 +211,35 @@ def test_a_running_node_leaves_no_defunct_process_beside_it(lone):
     assert psutil.STATUS_ZOMBIE not in children.values(), children
 
 
+def test_a_connection_that_carries_no_link_is_closed_with_a_disconnect(lone):
+    # A peer that says hello and asks for nothing: as a crossed dial that came up after
+    # the node dropped it, which the other end took for a link. The node says DISCONNECT
+    # (the peer is still a good passive candidate) and closes it.
+    import socket
+
+    from protocols import hyparview, link, wire
+
+    hello = link.Hello(link.PROTOCOL_VERSION, "stray", "127.0.0.1:9", 7)
+    with socket.create_connection(("127.0.0.1", lone.peer_port), timeout=1) as sock:
+        sock.sendall(wire.encode(hello))
+        decoder, got = wire.FrameDecoder(), []
+        started = time.monotonic()
+        while time.monotonic() - started < 30:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                sock.sendall(wire.encode(link.Ping()))  # alive: only the link is wrong
+                continue
+            got += decoder.feed(data)
+            if not data or hyparview.Disconnect in map(type, got):
+                break
+        waited = time.monotonic() - started
+    assert type(got[0]) is link.Hello
+    goodbyes = [m for m in got if type(m) is hyparview.Disconnect]
+    assert goodbyes == [hyparview.Disconnect(got[0].incarnation, True)]
+    assert waited >= 5.0  # not before a NEIGHBOR could have come
+
+
 def test_sigkill_of_the_launcher_takes_the_node_down_within_5_seconds(lone):
     lone.proc.kill()
     lone.proc.wait(1)
