@@ -179,24 +179,19 @@ class Sup:
                     self.start_hosted(effect)
                 else:
                     self.start(effect)
+            elif kind in (core.StopChild, core.KillChild) and effect.handle in self.hosted:
+                # Stopped or killed alike, as a supervisor process told to stop: its
+                # workers go at once (one caught half-way through its start would never
+                # confirm); only whether the exit counts as normal differs.
+                sub = self.hosted[effect.handle]
+                sub.kill_all()
+                self.hosted_gone(sub, normal=kind is core.StopChild)
             elif kind is core.StopChild:
-                if effect.handle in self.hosted:
-                    # As a supervisor process told to stop: its workers go at once (a
-                    # worker caught half-way through its start would never confirm).
-                    sub = self.hosted[effect.handle]
-                    sub.kill_all()
-                    self.hosted_gone(sub, normal=True)
-                else:
-                    address = self.addresses.get(effect.handle)
-                    if address is not None:
-                        self.host.send(address, ActorExitRequest())
+                address = self.addresses.get(effect.handle)
+                if address is not None:
+                    self.host.send(address, ActorExitRequest())
             elif kind is core.KillChild:
-                if effect.handle in self.hosted:
-                    sub = self.hosted[effect.handle]
-                    sub.kill_all()
-                    self.hosted_gone(sub, normal=False)
-                else:
-                    kill(self.pids.get(effect.handle))
+                kill(self.pids.get(effect.handle))
             elif kind is core.SetTimer:
                 self.host.wakeupAfter(
                     timedelta(seconds=max(0.0, effect.delay)),
