@@ -31,7 +31,7 @@ from actors.connection import (
     start_worker,
 )
 from protocols import hyparview, link, plumtree, wire
-from protocols.datagram import MAX_DATAGRAM, DatagramError, Postbox
+from protocols.datagram import MAX_DATAGRAM, DatagramError, Postbox, by_datagram
 from protocols.events import (
     Broadcast,
     CloseLink,
@@ -544,14 +544,18 @@ class Membership(SatelliteActor):
                 # A message to a peer that is neither a neighbour nor being asked to become
                 # one (a SHUFFLE, its reply, a refusal) goes by datagram when it may, else
                 # over a temporary connection, as the paper has it: closed once written, or
-                # links would pile up with shuffles. A connection that stands to such a
-                # peer is itself a temporary one, which its other end closes once written:
-                # what may go by datagram does, even then; what waits in the outbox for a
-                # dial stays behind what is queued there.
+                # links would pile up with shuffles. So does a low-priority NEIGHBOR to a
+                # peer we have no connection with (``by_datagram`` says which, and why);
+                # what waits in the outbox for a dial stays behind what is queued there.
                 peer = effect.peer
-                one_shot = not self.hv.depends_on(peer)
-                if one_shot and peer not in self.outbox and self.post(peer, effect.message):
+                depends = self.hv.depends_on(peer)
+                if (
+                    peer not in self.outbox
+                    and by_datagram(effect.message, depends, bool(self.workers.get(peer)))
+                    and self.post(peer, effect.message)
+                ):
                     continue
+                one_shot = not depends
                 self._send(peer, wire.encode(effect.message), one_shot)
             elif kind is SetTimer:
                 self.wakeupAfter(timer_delay(effect), payload=effect.timer)

@@ -6,7 +6,8 @@ behaves: each pair of nodes has a fixed latency (so a link is FIFO, like a TCP
 connection); a message to a node that is down or across a partition is lost
 and its sender gets ``PeerFailed`` one latency later (a reset or a timeout),
 except one that a node sends as a datagram (a SHUFFLE or its reply to a peer it does
-not depend on, as Membership does), which is just lost;
+not depend on, a low-priority NEIGHBOR or its refusal to a peer it has no link with, as
+Membership does: ``protocols.datagram.by_datagram``), which is just lost;
 when a node crashes, the peers holding a link to it notice after the
 keepalive delay. ``--loss`` drops Plumtree messages only: HyParView's travel
 on connections whose failure is reported, while broadcast frames can be shed
@@ -36,8 +37,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from protocols import hyparview, plumtree
-from protocols.datagram import DATAGRAM_MESSAGES
+from protocols import datagram, hyparview, plumtree
 from protocols.events import (
     Broadcast,
     Deliver,
@@ -181,13 +181,12 @@ class Simulation:
 
     def by_datagram(self, sender: int, node: int, msg: object) -> bool:
         """Whether ``sender``'s node would send ``msg`` to ``node`` as a datagram (actors/
-        overlay.py, Membership.apply): a one-shot message to a peer it does not depend on."""
+        overlay.py, Membership.apply); a connection stands between active peers."""
         stack = self.stacks[sender]
-        return (
-            type(msg) in DATAGRAM_MESSAGES
-            and stack is not None
-            and not stack.hyparview.depends_on(node)
-        )
+        if stack is None:
+            return False
+        hv = stack.hyparview
+        return datagram.by_datagram(msg, hv.depends_on(node), node in hv.active_view)
 
     def run_until(self, until: float) -> None:
         queue = self.queue

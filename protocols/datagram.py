@@ -1,5 +1,6 @@
 """One-shot HyParView messages as UDP datagrams, sans-IO: a SHUFFLE reply to a node that
-is not a neighbour, and a SHUFFLE sent straight to a passive peer.
+is not a neighbour, a SHUFFLE sent straight to a passive peer, and a low-priority NEIGHBOR
+request to a node we have no connection with, with its refusal.
 
 The paper sends the reply over a temporary TCP connection. Here a connection costs a
 worker process at both ends (a fork, Thespian's start and exit notices, the Hello and
@@ -10,6 +11,13 @@ most of the rest. A datagram is one ``sendto`` and one ``recvfrom``. Losing one 
 nothing the protocol counts on: the paper treats the reply as best effort, the next
 shuffle refreshes the passive view anyway, and a passive peer that does not answer a
 direct shuffle is dropped (``shuffle_reply_timeout``), as a failed connection to it was.
+A low-priority NEIGHBOR (a fill-up request: it only takes a free slot) is refused
+whenever its receiver is full, which in a settled office is most of the time: over a
+connection, each refusal cost both nodes a worker process for a moment, the largest part
+of the idle CPU left on the nodes still short of links (issue 8). By datagram a refusal
+is one datagram each way; an acceptance comes back over a connection that the accepting
+node dials, the link itself. A lost request or refusal is a NEIGHBOR that gets no answer
+within ``neighbor_timeout``, as a connection that does not come up is.
 Serf's memberlist splits its traffic the same way: gossip by UDP, state exchange by
 TCP, both on the same port number.
 
@@ -23,8 +31,9 @@ Layout (after a 4-byte header ``b"SAT"`` + version)::
 The letter names the sender's peer address and when it was sent (milliseconds of wall
 clock, given by the caller): a sealed datagram older or newer than ``MAX_AGE_MS`` is
 refused, so a recorded one replays for a minute at most, and all it can repeat is a list
-of addresses a key holder once sent. Only ``DATAGRAM_MESSAGES`` travel this way; anything
-else in a datagram is refused like a malformed one.
+of addresses a key holder once sent, or a request or refusal it once made. Only what
+``travels_by_datagram`` allows travels this way; anything else in a datagram is refused
+like a malformed one.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from protocols import wire
-from protocols.hyparview import Shuffle, ShuffleReply
+from protocols.hyparview import Neighbor, NeighborReply, Shuffle, ShuffleReply
 from protocols.secure import KEY_ID_BYTES, key_id
 from protocols.wire import PEER, UInt, register
 
@@ -47,7 +56,32 @@ PLAIN, SEALED = 1, 2
 NONCE_BYTES = 12
 MAX_DATAGRAM = 1400  # fits one Ethernet frame: no IP fragments to lose on the office LAN
 MAX_AGE_MS = 60_000
-DATAGRAM_MESSAGES = (Shuffle, ShuffleReply)
+def travels_by_datagram(message: Any) -> bool:
+    """Whether ``message`` may be a datagram at all: a SHUFFLE or its reply, a NEIGHBOR
+    of low priority, a refusing NEIGHBOR_REPLY. (An accepted request makes a link, which
+    needs the connection; a high-priority one is never refused, so gains nothing.)"""
+    kind = type(message)
+    if kind is Neighbor:
+        return not message.high_priority
+    if kind is NeighborReply:
+        return not message.accepted
+    return kind is Shuffle or kind is ShuffleReply
+
+
+def by_datagram(message: Any, depends_on: bool, connected: bool) -> bool:
+    """Whether a node sends ``message`` as a datagram rather than over a connection:
+    ``depends_on``, the sender waits on or links with the peer (HyParView.depends_on);
+    ``connected``, a connection to the peer stands. A SHUFFLE or its reply goes by
+    datagram to a peer we do not depend on, even over a standing connection (one to such
+    a peer is a temporary one, closed once written). A NEIGHBOR request, and a refusal,
+    only when no connection stands: a peer that dialled to ask waits on its connection."""
+    if not travels_by_datagram(message):
+        return False
+    if type(message) is Neighbor:
+        return not connected
+    if type(message) is NeighborReply:
+        return not depends_on and not connected
+    return not depends_on
 
 
 class DatagramError(wire.WireError):
@@ -82,8 +116,8 @@ class Postbox:
     def seal(self, sender: str, message: Any, now_ms: int, nonce: bytes) -> bytes:
         """The datagram carrying ``message``; ValueError if it may not go as one or does
         not fit in ``MAX_DATAGRAM`` (send it over a connection instead)."""
-        if type(message) not in DATAGRAM_MESSAGES:
-            raise ValueError(f"{type(message).__name__} does not travel by datagram")
+        if not travels_by_datagram(message):
+            raise ValueError(f"{_kind(message)} does not travel by datagram")
         body = wire.encode(Letter(sender, now_ms)) + wire.encode(message)
         if not self.keyring:
             out = MAGIC + bytes([PLAIN]) + body
@@ -127,11 +161,20 @@ class Postbox:
         letter, message = _two_frames(body)
         if type(letter) is not Letter:
             raise DatagramError(f"{type(letter).__name__} where a letter belongs")
-        if type(message) not in DATAGRAM_MESSAGES:
-            raise DatagramError(f"{type(message).__name__} does not travel by datagram")
+        if not travels_by_datagram(message):
+            raise DatagramError(f"{_kind(message)} does not travel by datagram")
         if self.keyring and abs(now_ms - letter.sent_ms) > MAX_AGE_MS:
             raise DatagramError(f"sent {(now_ms - letter.sent_ms) / 1000:.0f} s from now")
         return letter.sender, message
+
+
+def _kind(message: Any) -> str:
+    name = type(message).__name__
+    if type(message) is Neighbor:
+        return f"{name} of high priority"
+    if type(message) is NeighborReply:
+        return f"{name} accepting"
+    return name
 
 
 def _two_frames(body: bytes) -> tuple[Any, Any]:

@@ -1,5 +1,6 @@
 """One-shot HyParView messages by UDP datagram (protocols/datagram.py), sealed and plain,
-and on live nodes: a SHUFFLE reply reaches the passive view without a connection."""
+and on live nodes: a SHUFFLE reply reaches the passive view without a connection, a
+full node refuses a low-priority NEIGHBOR by datagram, one with room dials back."""
 
 from __future__ import annotations
 
@@ -12,9 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.cluster import Cluster, running_cluster, wait_for
-from protocols import wire
-from protocols.datagram import MAX_AGE_MS, MAX_DATAGRAM, DatagramError, Postbox
-from protocols.hyparview import Join, ShuffleReply
+from protocols import link, wire
+from protocols.datagram import (
+    MAX_AGE_MS,
+    MAX_DATAGRAM,
+    DatagramError,
+    Postbox,
+    by_datagram,
+    travels_by_datagram,
+)
+from protocols.hyparview import Join, Neighbor, NeighborReply, Shuffle, ShuffleReply
 from protocols.plumtree import Prune
 from tests.test_security import key_file
 
@@ -69,19 +77,45 @@ def test_a_keyed_node_refuses_plain_and_stale_datagrams():
 
 
 def test_only_one_shot_messages_travel_by_datagram():
-    with pytest.raises(ValueError, match="does not travel"):
-        Postbox(None).seal("10.0.0.9:7400", Join(1), NOW, b"")
+    for message in (Join(1), Neighbor(1, True), NeighborReply(1, True)):
+        with pytest.raises(ValueError, match="does not travel"):
+            Postbox(None).seal("10.0.0.9:7400", message, NOW, b"")
+    for message in (Neighbor(1, False), NeighborReply(1, False)):
+        data = Postbox([K1]).seal("10.0.0.9:7400", message, NOW, nonce())
+        assert Postbox([K1]).open(data, NOW) == ("10.0.0.9:7400", message)
     with pytest.raises(ValueError, match="do not fit"):
         many = tuple(f"host-{i:03d}.example.office:7400" for i in range(64))
         Postbox(None).seal("10.0.0.9:7400", ShuffleReply(many), NOW, b"")
     # Hand-made datagrams carrying anything else are refused on arrival.
     letter = Postbox(None).seal("10.0.0.9:7400", REPLY, NOW, b"")
     head = letter[: 4 + 4 + int.from_bytes(letter[4:8], "big")]
-    for other in (Join(1), Prune()):
+    for other in (Join(1), Prune(), Neighbor(1, True), NeighborReply(1, True)):
         with pytest.raises(DatagramError, match="does not travel"):
             Postbox(None).open(head + wire.encode(other), NOW)
     with pytest.raises(DatagramError, match="where a letter belongs"):
         Postbox(None).open(b"SAT\x01" + wire.encode(REPLY) + wire.encode(REPLY), NOW)
+
+
+def test_which_messages_a_node_sends_as_datagrams():
+    shuffle, reply = Shuffle("10.0.0.1:7400", 3, ("10.0.0.2:7400",)), REPLY
+    ask, refuse = Neighbor(1, False), NeighborReply(1, False)
+    # (depends on the peer, a connection stands) -> by datagram?
+    cases = {
+        shuffle: {(False, False): True, (False, True): True, (True, False): False},
+        reply: {(False, False): True, (False, True): True, (True, True): False},
+        # A request always waits on its answer (depends_on): by datagram unless a
+        # connection to the peer already stands.
+        ask: {(True, False): True, (True, True): False},
+        # A refusal to a peer that dialled to ask goes back on its connection.
+        refuse: {(False, False): True, (False, True): False, (True, False): False},
+        Neighbor(1, True): {(True, False): False},
+        NeighborReply(1, True): {(True, False): False, (False, False): False},
+        Join(1): {(False, False): False},
+    }
+    for message, rules in cases.items():
+        assert travels_by_datagram(message) == any(rules.values()), message
+        for (depends, connected), expected in rules.items():
+            assert by_datagram(message, depends, connected) == expected, (message, depends)
 
 
 @settings(max_examples=300, deadline=None)
@@ -93,7 +127,7 @@ def test_any_bytes_give_a_message_or_a_wire_error(data, keyed):
             sender, message = box.open(candidate, NOW)
         except wire.WireError:
             continue
-        assert type(message) is ShuffleReply and isinstance(sender, str)
+        assert travels_by_datagram(message) and isinstance(sender, str)
 
 
 # --- live nodes ----------------------------------------------------------------------------
@@ -168,3 +202,105 @@ def test_shuffle_replies_to_non_neighbours_go_by_datagram_and_none_is_lost(tmp_p
         wait_for(lambda: len(set(totals(*replies))) == 1, 30, "every shuffle reply", step=0.2)
         for node in cluster.nodes:
             assert "Traceback" not in node.log.read_text()
+
+
+def read_until(sock: socket.socket, want: type, timeout: float = 15.0) -> object:
+    """Frames from ``sock`` until one of type ``want`` (the node may send others first)."""
+    decoder = wire.FrameDecoder()
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = sock.recv(65536)
+        assert data, f"closed before a {want.__name__}"
+        for message in decoder.feed(data):
+            if type(message) is want:
+                return message
+    raise AssertionError(f"no {want.__name__} within {timeout} s")
+
+
+def fake_peer_socket() -> tuple[socket.socket, socket.socket]:
+    """A fake node's TCP listener and UDP socket, on the same port as a node has them."""
+    for _ in range(20):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+        except OSError:
+            tcp.close()
+            udp.close()
+            continue
+        tcp.listen(4)
+        return tcp, udp
+    raise AssertionError("no free port for a fake peer")
+
+
+def hello(addr: str) -> bytes:
+    return wire.encode(link.Hello(link.PROTOCOL_VERSION, "fake", addr, 1))
+
+
+def ask(node, udp: socket.socket, addr: str) -> None:
+    """A low-priority NEIGHBOR from the fake node at ``addr``, by datagram."""
+    letter = Postbox(None).seal(addr, Neighbor(1, False), int(time.time() * 1000), b"")
+    udp.sendto(letter, ("127.0.0.1", node.peer_port))
+
+
+def test_a_node_with_room_accepts_a_neighbor_datagram_over_a_connection_it_dials(tmp_path):
+    cluster = Cluster(tmp_path, 1, "dga")
+    tcp, udp = fake_peer_socket()
+    try:
+        cluster.start()
+        node = cluster.nodes[0]
+        addr = f"127.0.0.1:{tcp.getsockname()[1]}"
+        ask(node, udp, addr)
+        tcp.settimeout(15)
+        conn, _ = tcp.accept()  # the node dials back: the link needs a connection
+        with conn:
+            assert type(read_until(conn, link.Hello)) is link.Hello
+            conn.sendall(hello(addr))
+            assert read_until(conn, NeighborReply).accepted
+            with node.antenna() as antenna:
+                alive = {m.addr for m in antenna.members() if m.status == "alive"}
+            assert alive == {addr}
+    finally:
+        tcp.close()
+        udp.close()
+        cluster.stop()
+        assert not cluster.leftovers()
+
+
+def test_a_full_node_refuses_a_neighbor_datagram_by_datagram(tmp_path):
+    cluster = Cluster(tmp_path, 1, "dgf")
+    tcp, udp = fake_peer_socket()
+    links: list[socket.socket] = []
+    try:
+        cluster.start()
+        node = cluster.nodes[0]
+        # Five fake neighbours fill its active view (high priority: always accepted).
+        for _ in range(5):
+            sock = socket.create_connection(("127.0.0.1", node.peer_port), timeout=15)
+            links.append(sock)
+            read_until(sock, link.Hello)
+            sock.sendall(hello(f"127.0.0.1:{sock.getsockname()[1]}"))
+            sock.sendall(wire.encode(Neighbor(1, True)))
+            assert read_until(sock, NeighborReply).accepted
+        addr = f"127.0.0.1:{tcp.getsockname()[1]}"
+        ask(node, udp, addr)
+        udp.settimeout(15)
+        data, _ = udp.recvfrom(MAX_DATAGRAM + 1)
+        sender, reply = Postbox(None).open(data, int(time.time() * 1000))
+        assert sender == node.peer and type(reply) is NeighborReply and not reply.accepted
+        tcp.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            tcp.accept()  # and no connection came for it
+        with node.antenna() as antenna:
+            members = {m.addr: m.status for m in antenna.members()}
+        assert members[addr] == "known"  # a passive candidate, as the paper keeps it
+        assert sum(status == "alive" for status in members.values()) == 5
+    finally:
+        for sock in links:
+            sock.close()
+        tcp.close()
+        udp.close()
+        cluster.stop()
+        assert not cluster.leftovers()
