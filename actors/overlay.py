@@ -541,12 +541,12 @@ class Membership(SatelliteActor):
         for effect in effects:
             kind = type(effect)
             if kind is Send:
-                # A message to a peer that is neither a neighbour nor being asked to become
-                # one (a SHUFFLE, its reply, a refusal) goes by datagram when it may, else
-                # over a temporary connection, as the paper has it: closed once written, or
-                # links would pile up with shuffles. So does a low-priority NEIGHBOR to a
-                # peer we have no connection with (``by_datagram`` says which, and why);
-                # what waits in the outbox for a dial stays behind what is queued there.
+                # A SHUFFLE, its reply, a low-priority NEIGHBOR and a refusal go by
+                # datagram when they may (``by_datagram`` says when, and why); what waits
+                # in the outbox for a dial stays behind what is queued there. Else a
+                # message to a peer that is neither a neighbour nor being asked to become
+                # one goes over a temporary connection, as the paper has it: closed once
+                # written, or links would pile up.
                 peer = effect.peer
                 depends = self.hv.depends_on(peer)
                 if (

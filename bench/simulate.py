@@ -5,9 +5,9 @@ Plumtree objects a Pi runs. The network is modelled as the node's transport
 behaves: each pair of nodes has a fixed latency (so a link is FIFO, like a TCP
 connection); a message to a node that is down or across a partition is lost
 and its sender gets ``PeerFailed`` one latency later (a reset or a timeout),
-except one that a node sends as a datagram (a SHUFFLE or its reply to a peer it does
-not depend on, a low-priority NEIGHBOR or its refusal to a peer it has no link with, as
-Membership does: ``protocols.datagram.by_datagram``), which is just lost;
+except one that a node sends as a datagram (a SHUFFLE or its reply, a low-priority
+NEIGHBOR or its refusal to a peer it has no link with, as Membership does:
+``protocols.datagram.by_datagram``), which is just lost;
 when a node crashes, the peers holding a link to it notice after the
 keepalive delay. ``--loss`` drops Plumtree messages only: HyParView's travel
 on connections whose failure is reported, while broadcast frames can be shed
