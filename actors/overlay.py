@@ -51,6 +51,10 @@ DELIVERY_LOG = 20_000  # events Gossip remembers having delivered
 # A connection that carries no link and nothing of ours this long is closed: a temporary
 # one is written and closed in milliseconds, a NEIGHBOR answered within its 500 ms.
 STRAY_AFTER = 5.0
+# Linux: report datagrams that come back undeliverable on the socket's error queue
+# (<linux/in.h>; Python's socket module does not name it), and read that queue.
+IP_RECVERR = 11
+MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
 
 
 class PublishDelta:
@@ -266,6 +270,12 @@ class Membership(SatelliteActor):
             )
             return None
         sock.setblocking(False)
+        try:
+            # Datagrams that come back undeliverable (ICMP port unreachable: the node
+            # is down) are queued for us to read, as a dial would be reset.
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        except OSError:  # not Linux: a request to a dead node waits its timeout
+            pass
         return sock
 
     def stopping(self) -> None:
@@ -280,7 +290,8 @@ class Membership(SatelliteActor):
                 data, addr = self.udp.recvfrom(MAX_DATAGRAM + 1)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except OSError:  # one of ours came back (the error is reported once)
+                self.read_bounces(now)
                 continue
             try:
                 sender, message = self.postbox.open(data, int(time.time() * 1000))
@@ -294,6 +305,23 @@ class Membership(SatelliteActor):
                 continue
             self.counters["datagrams_received"] += 1
             self.receive(now, sender, message)
+
+    def read_bounces(self, now: float) -> None:
+        """Datagrams of ours that came back undeliverable: a NEIGHBOR request among them
+        failed as a dial to a crashed node does (reset), not after ``neighbor_timeout``
+        (protocols/datagram.py, ``by_datagram``, says what that cost). Anything else
+        bounced is left alone: a link notices for itself, and a shuffle is best effort."""
+        while True:
+            try:
+                _, _, _, address = self.udp.recvmsg(1, 1024, MSG_ERRQUEUE)
+            except OSError:  # the queue is empty (or there is none)
+                return
+            if not (isinstance(address, tuple) and len(address) >= 2):
+                continue
+            self.counters["datagrams_bounced"] += 1
+            peer = f"{address[0]}:{address[1]}"
+            if self.hv.waiting_on(peer):
+                self.apply(self.hv.handle(now, PeerFailed(peer)))
 
     def receive(self, now: float, peer: str, message: Any) -> None:
         """One HyParView message from ``peer``, by link or by datagram."""
@@ -549,9 +577,10 @@ class Membership(SatelliteActor):
                 # written, or links would pile up.
                 peer = effect.peer
                 depends = self.hv.depends_on(peer)
+                connected = bool(self.workers.get(peer))
                 if (
                     peer not in self.outbox
-                    and by_datagram(effect.message, depends, bool(self.workers.get(peer)))
+                    and by_datagram(effect.message, depends, connected)
                     and self.post(peer, effect.message)
                 ):
                     continue

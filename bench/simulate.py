@@ -6,8 +6,10 @@ behaves: each pair of nodes has a fixed latency (so a link is FIFO, like a TCP
 connection); a message to a node that is down or across a partition is lost
 and its sender gets ``PeerFailed`` one latency later (a reset or a timeout),
 except one that a node sends as a datagram (a SHUFFLE or its reply, a low-priority
-NEIGHBOR or its refusal to a peer it has no link with, as Membership does:
-``protocols.datagram.by_datagram``), which is just lost;
+NEIGHBOR or a refusal to a peer it has no connection with, as Membership does:
+``protocols.datagram.by_datagram``), which is just lost, but
+for a NEIGHBOR to a node that is down: it bounces (ICMP port unreachable), and the
+sender takes that as a failure, as Membership does;
 when a node crashes, the peers holding a link to it notice after the
 keepalive delay. ``--loss`` drops Plumtree messages only: HyParView's travel
 on connections whose failure is reported, while broadcast frames can be shed
@@ -201,7 +203,12 @@ class Simulation:
                     # A message to a node that is down, or to the process it was before
                     # a restart: the sender's link to that incarnation resets.
                     sender = event[0]
-                    if stacks[sender] is not None and not self.by_datagram(sender, node, event[1]):
+                    if stacks[sender] is not None and (
+                        not self.by_datagram(sender, node, event[1])
+                        # A datagram to a node that is down comes back undeliverable
+                        # (ICMP port unreachable): Membership fails a pending request.
+                        or (stack is None and stacks[sender].hyparview.waiting_on(node))
+                    ):
                         failed = PeerFailed(node, inc)
                         self.push(at + self.latency(node, sender), sender, failed)
                 continue

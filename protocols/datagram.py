@@ -56,6 +56,8 @@ PLAIN, SEALED = 1, 2
 NONCE_BYTES = 12
 MAX_DATAGRAM = 1400  # fits one Ethernet frame: no IP fragments to lose on the office LAN
 MAX_AGE_MS = 60_000
+
+
 def travels_by_datagram(message: Any) -> bool:
     """Whether ``message`` may be a datagram at all: a SHUFFLE or its reply, a NEIGHBOR
     of low priority, a refusing NEIGHBOR_REPLY. (An accepted request makes a link, which
@@ -74,8 +76,14 @@ def by_datagram(message: Any, depends_on: bool, connected: bool) -> bool:
     ``connected``, a connection to the peer stands. A SHUFFLE, each step of its walk
     included, and its reply always go by datagram: over a link, each step cost an actor
     message into Membership and one out to the next link's worker, about 3 ms of CPU
-    (the largest part of an idle node's). A NEIGHBOR request, and a refusal, only when no
-    connection stands: a peer that dialled to ask waits on its connection."""
+    (the largest part of an idle node's). A NEIGHBOR request, and a refusal, only when
+    no connection stands: a peer that dialled to ask waits on its connection.
+
+    A dial to a crashed node fails at once (the kernel resets it); a datagram to one
+    comes back as ICMP port unreachable, which the sender must take the same way
+    (Membership does): left to ``neighbor_timeout``, each dead candidate cost 0.5 s, and
+    after 80 % of 1,000 simulated nodes crashed the first broadcast reached 4 % of the
+    survivors instead of 92 %."""
     if not travels_by_datagram(message):
         return False
     if type(message) is Neighbor:

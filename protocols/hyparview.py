@@ -253,6 +253,11 @@ class HyParView:
         the peer stays a good passive candidate.)"""
         return peer in self.active_view or peer in self._pending
 
+    def waiting_on(self, peer: Peer) -> bool:
+        """Whether we wait for ``peer``'s answer to a NEIGHBOR request: a request that
+        bounced (its datagram came back undeliverable) is then a failure of that peer."""
+        return peer in self._pending
+
     def _add_passive(self, peer: Peer, prefer_drop: tuple = ()) -> None:
         if peer == self.me or peer in self.active_view or peer in self._passive_set:
             return

@@ -305,3 +305,28 @@ def test_a_full_node_refuses_a_neighbor_datagram_by_datagram(tmp_path):
         udp.close()
         cluster.stop()
         assert not cluster.leftovers()
+
+
+def test_a_neighbor_datagram_to_a_dead_node_bounces_and_fails_at_once(tmp_path):
+    """A node short of links asks a passive peer that is down: its datagram comes back
+    (ICMP port unreachable), read as the failure a reset dial would be."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"  # nobody there once closed
+    with running_cluster(tmp_path, 2, "dgb") as cluster:
+        node = cluster.nodes[0]
+        # The dead address joins the node's passive view by a shuffle reply.
+        reply = Postbox(None).seal(
+            "127.0.0.1:9", ShuffleReply((dead,)), int(time.time() * 1000), b""
+        )
+        post(node, reply)
+
+        def bounced() -> int:
+            with node.antenna() as antenna:
+                return antenna.metrics()["counters"].get("datagrams_bounced", 0)
+
+        # One link, below the minimum of 3: every promote round (5 s) asks its passive
+        # peers, with low priority (it has a neighbour), so by datagram.
+        wait_for(lambda: bounced() >= 1, 30, "the request to the dead node to bounce")
+        wait_for(lambda: dead not in known(node), 10, "the dead node dropped")
+        assert "Traceback" not in node.log.read_text()
