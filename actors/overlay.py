@@ -49,7 +49,7 @@ from protocols.events import (
 HYPARVIEW = frozenset(hyparview.MESSAGES)
 DELIVERY_LOG = 20_000  # events Gossip remembers having delivered
 # A connection that carries no link and nothing of ours this long is closed: a temporary
-# one is written and closed in milliseconds, a NEIGHBOR answered within its 500 ms.
+# one is written and closed in milliseconds, a NEIGHBOR answered within its 2 s.
 STRAY_AFTER = 5.0
 # Linux: report datagrams that come back undeliverable on the socket's error queue
 # (<linux/in.h>; Python's socket module does not name it), and read that queue.
@@ -393,8 +393,11 @@ class Membership(SatelliteActor):
                 if type(message) in HYPARVIEW:
                     self.receive(now, msg.peer, message)
         elif isinstance(msg, WakeupMessage):
-            self.apply(self.hv.handle(now, TimerFired(msg.payload)))
-            if type(msg.payload) is hyparview.PromoteTick:  # every 5 s
+            timer = msg.payload
+            if type(timer) is hyparview.NeighborTimeout and self.hv.waiting_on(timer.peer):
+                self.counters["hyparview_neighbor_timeouts"] += 1  # unanswered in time
+            self.apply(self.hv.handle(now, TimerFired(timer)))
+            if type(timer) is hyparview.PromoteTick:  # every 5 s
                 self._close_strays(now)
         elif isinstance(msg, WatchMessage):
             if self.udp is not None:
