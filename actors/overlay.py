@@ -394,9 +394,13 @@ class Membership(SatelliteActor):
                     self.receive(now, msg.peer, message)
         elif isinstance(msg, WakeupMessage):
             timer = msg.payload
-            if type(timer) is hyparview.NeighborTimeout and self.hv.waiting_on(timer.peer):
-                self.counters["hyparview_neighbor_timeouts"] += 1  # unanswered in time
+            asked = timer.peer if type(timer) is hyparview.NeighborTimeout else None
+            timing_out = asked is not None and self.hv.waiting_on(asked)
             self.apply(self.hv.handle(now, TimerFired(timer)))
+            if timing_out and not self.hv.waiting_on(asked):
+                # Given up as unanswered (a timer of an older request to the same peer
+                # leaves the newer one pending: not counted).
+                self.counters["hyparview_neighbor_timeouts"] += 1
             if type(timer) is hyparview.PromoteTick:  # every 5 s
                 self._close_strays(now)
         elif isinstance(msg, WatchMessage):
