@@ -23,12 +23,13 @@ from loguru import logger
 from thespian.actors import WakeupMessage, WatchMessage
 
 from actors.base import SatelliteActor
-from protocols import wire
+from protocols import link, wire
 from protocols.secure import Channel, Handshake, SecureError
 
 SEND_QUEUE_MAX = 4 << 20  # bytes waiting for a slow peer before we give up on it
 PIPE_QUEUE_MAX = 8 << 20  # bytes waiting in a pipe's outbox before it counts as broken
 RECV_CHUNK = 1 << 16
+LOCAL_FRAME = 1 << 30  # a frame between a worker and Gossip: a batch of the peer's frames
 GREETING_TIMEOUT = 5.0  # seconds to finish the key handshake and say hello
 FRAME_TIMEOUT = 10.0  # seconds a frame may take to arrive whole once it has begun
 
@@ -133,6 +134,22 @@ class Pipe:
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    def write_with_fd(self, data: bytes, fd: int) -> bool:
+        """Send ``data`` with a duplicate of descriptor ``fd`` riding on its first byte
+        (SCM_RIGHTS). Only with nothing waiting before it; False if that is not so now,
+        or the pipe is broken."""
+        if self.broken or self.outbox:
+            return False
+        try:
+            sent = socket.send_fds(self.sock, [data], [fd])
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            self.close()
+            return False
+        self.outbox += data[sent:]
+        return self.flush()
+
     def write(self, data: bytes) -> bool:
         """Send ``data`` after what waits; False once the pipe is broken (the other end
         gone, or so far behind that it had better start over)."""
@@ -156,12 +173,17 @@ class Pipe:
             del self.outbox[:sent]
         return True
 
-    def read(self) -> bytes:
-        """Everything that has arrived; ``broken`` is set when the other end is gone."""
+    def read(self, fds: list[int] | None = None) -> bytes:
+        """Everything that has arrived; ``broken`` is set when the other end is gone.
+        With ``fds``, descriptors that came along (``write_with_fd``) are added to it."""
         chunks = []
         while not self.broken:
             try:
-                data = self.sock.recv(RECV_CHUNK)
+                if fds is None:
+                    data = self.sock.recv(RECV_CHUNK)
+                else:
+                    data, got, _, _ = socket.recv_fds(self.sock, RECV_CHUNK, 1)
+                    fds.extend(got)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
@@ -207,6 +229,7 @@ class Connection(SatelliteActor):
         self.flush_armed = False
         self.closing = False
         self.pipe: Pipe | None = None  # to Gossip, once Gossip sent it (``want_pipe``)
+        self.handed = False  # Gossip writes to the connection now (``hand_over``)
         self.pipe_wanted = False
         self.pipe_in = bytearray()  # from the pipe, up to the end of the last whole frame
         self.pipe_pending = bytearray()  # for the pipe, before it came (``pipe_for``)
@@ -263,8 +286,8 @@ class Connection(SatelliteActor):
         """One message from the other side, and its frame as it came (decrypted)."""
 
     def from_pipe(self, data: bytes) -> None:
-        """Whole frames from Gossip for the other side (never half of one: what this
-        worker writes itself must not land inside a frame)."""
+        """Whole frames for the other side that came in an actor message (Gossip writes
+        its own to the connection, or keeps them until the handover)."""
         self.write(data)
 
     def frames_read(self) -> None:
@@ -293,6 +316,7 @@ class Connection(SatelliteActor):
                 self.flush_armed = False
                 self._flush()
                 self._flush_pipe()
+                self.hand_over()
             elif msg.payload == "greeting" and self.sock is not None and not self.greeted:
                 self.close(f"no hello within {GREETING_TIMEOUT:.0f} s", bad=True)
             elif msg.payload == "keepalive" and self.sock is not None:
@@ -312,6 +336,11 @@ class Connection(SatelliteActor):
                         return
                     self._arm_partial(FRAME_TIMEOUT - late)
         elif isinstance(msg, SendFrames):
+            if self.handed:
+                # Gossip writes them, then closes its side; we close ours when it has.
+                self.write(msg.frames, close=msg.close)
+                self.closing = self.closing or msg.close
+                return
             self.write(msg.frames)
             if msg.close:
                 self.closing = True
@@ -392,6 +421,31 @@ class Connection(SatelliteActor):
         if self.pipe_pending:
             self.to_pipe(bytes(self.pipe_pending))
             self.pipe_pending.clear()
+        self.hand_over()
+
+    def hand_over(self) -> None:
+        """Give Gossip the sending side of the connection (``link.Handover``), once the
+        key handshake is done and nothing of ours waits to go out on either stream:
+        each hop of a broadcast then wakes two processes here, not three (issue 8).
+        Until it can, the next flush tries again; after it, what we write goes to Gossip
+        as ``link.Outgoing``. We keep reading: the receive loop stays ours."""
+        if (
+            self.handed
+            or self.pipe is None
+            or self.sock is None
+            or self.closing
+            or (self.keyring and self.channel is None)
+            or self.outbox
+            or self.held
+        ):
+            return
+        sealer = self.channel.sealer if self.channel is not None else None
+        handover = link.Handover(sealer.key, sealer.sent) if sealer else link.Handover(b"", 0)
+        frame = wire.encode(handover)
+        if self.pipe.write_with_fd(frame, self.sock.fileno()):
+            self.handed = True
+        elif self.pipe.broken:
+            self.close("the pipe to Gossip broke")
 
     def take_pipe_pending(self) -> bytes:
         """For a worker closing before its pipe came: what waited for the pipe (taken;
@@ -437,9 +491,14 @@ class Connection(SatelliteActor):
         self.partial_armed = True
         self.wakeupAfter(timedelta(seconds=delay), payload="partial")
 
-    def write(self, frames: bytes) -> None:
+    def write(self, frames: bytes, close: bool = False) -> None:
         """Frames for the other side: sealed when there is a key (held until the
-        handshake is done)."""
+        handshake is done); after the handover, Gossip's to write (and ``close``)."""
+        if self.handed:
+            if frames or close:
+                self.last_tx = time.monotonic()
+                self.to_pipe(wire.encode(link.Outgoing(frames, close), max_frame=LOCAL_FRAME))
+            return
         if not frames:
             return
         if self.keyring:
@@ -478,7 +537,7 @@ class Connection(SatelliteActor):
             if not self.flush_armed:
                 self.flush_armed = True
                 self.wakeupAfter(timedelta(milliseconds=5), payload="flush")
-        elif self.closing:
+        elif self.closing and not self.handed:  # handed: Gossip closes its side first
             self.close("done")
 
     def close(self, reason: str, bad: bool = False) -> None:
@@ -487,21 +546,29 @@ class Connection(SatelliteActor):
         if self.pipe is not None:
             self.pipe.close()
         if self.sock is not None:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-            self.sock = None
+            self._close_socket()
         self.watching = []
         self.closed(reason)
         self.exit_normally()
+
+    def _close_socket(self) -> None:
+        if self.handed:
+            # Gossip holds a duplicate: closing ours alone would not end the connection.
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.sock = None
 
     def stopping(self) -> None:
         if self.pipe is not None:
             self.pipe.close()
         if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+            self._close_socket()
             self.watching = []
             # No goodbye here: the sibling it would go to may be what is being
             # restarted, and Thespian holds an exit until its sends are delivered.

@@ -22,6 +22,7 @@ from thespian.actors import WakeupMessage, WatchMessage
 
 from actors.base import SatelliteActor
 from actors.connection import (
+    SEND_QUEUE_MAX,
     Connection,
     Pipe,
     PipeFor,
@@ -45,6 +46,7 @@ from protocols.events import (
     SetTimer,
     TimerFired,
 )
+from protocols.secure import Sealer
 
 HYPARVIEW = frozenset(hyparview.MESSAGES)
 DELIVERY_LOG = 20_000  # events Gossip remembers having delivered
@@ -81,13 +83,34 @@ class Deliveries:
 
 
 class PipeEnd:
-    """Gossip's end of one worker's pipe."""
+    """Gossip's end of one worker's pipe and, once the worker handed it over
+    (``link.Handover``), the sending side of the worker's connection."""
 
-    __slots__ = ("pipe", "inbox", "peer", "worker", "key")
+    __slots__ = (
+        "pipe", "inbox", "peer", "worker", "key", "passed", "sock", "sealer", "out", "closing",
+        "waiting",
+    )
 
     def __init__(self, pipe: Pipe, peer: str | None, worker: Any) -> None:
         self.pipe, self.peer, self.worker, self.key = pipe, peer, worker, str(worker)
         self.inbox = bytearray()  # from the pipe, the start of a frame still on its way
+        self.passed: list[int] = []  # descriptors come through the pipe, until claimed
+        self.sock: socket.socket | None = None  # the connection, once handed over
+        self.sealer: Sealer | None = None  # its channel's sending half, with a cluster key
+        self.out = bytearray()  # for the connection, what its socket did not take yet
+        self.waiting = bytearray()  # our frames for it until the handover, in order
+        self.closing = False  # the worker asked to close once ``out`` is written
+
+    @property
+    def handed(self) -> bool:
+        return self.sock is not None
+
+
+class DelayedWrite:
+    """Gossip's timer payload: frames for a link, held back by ``satellite chaos``."""
+
+    def __init__(self, key: str, frames: bytes) -> None:
+        self.key, self.frames = key, frames
 
 
 class NotifyClients:
@@ -154,6 +177,7 @@ class WorkerExited:
 
 
 PLUMTREE = frozenset(plumtree.MESSAGES)
+LOCAL = frozenset({link.Handover, link.Outgoing})  # a worker to Gossip, about its connection
 
 
 # --- messages between the node's actors -------------------------------------------------------
@@ -464,6 +488,9 @@ class Membership(SatelliteActor):
         for workers in self.workers.values():
             for worker in workers:
                 self.send(worker, self.faults)
+        gossip = self.context.get("gossip")
+        if gossip is not None:  # it writes the links handed over to it
+            self.send(gossip, self.faults)
         return {"loss": loss, "delay_ms": delay_ms}
 
     def answer(self, what: str) -> Any:
@@ -500,6 +527,8 @@ class Membership(SatelliteActor):
             self.up_since[str(msg.worker)] = time.monotonic()
             if self.faults.active:
                 self.send(msg.worker, self.faults)
+                if self.context.get("gossip") is not None:  # a restarted Gossip too
+                    self.send(self.context["gossip"], self.faults)
         pending = self.outbox.pop(peer, None)
         self.dialled.discard(peer)
         one_shot = peer in self.one_shot and not self.hv.depends_on(peer)
@@ -660,6 +689,9 @@ class Gossip(SatelliteActor):
         self.pipes: dict[int, PipeEnd] = {}  # fd -> a worker's pipe
         self.pipe_of: dict[str, int] = {}  # str(worker address) -> fd of its pipe
         self.flush_armed = False
+        self.send_buffer = (self.context.get("limits") or {}).get("send_buffer", SEND_QUEUE_MAX)
+        self.faults = Faults()  # ``satellite chaos``: on the links we write (handed over)
+        self.rng = random.Random()
         self.apply(self.pt.handle(time.monotonic(), TimerFired(plumtree.AntiEntropyTick())))
 
     def on_context(self) -> None:
@@ -705,21 +737,88 @@ class Gossip(SatelliteActor):
         self.watching.append(fd)
 
     def drop_pipe(self, fd: int) -> None:
+        """Close a worker's pipe (and our side of its connection): the worker sees the
+        pipe close and closes the connection."""
         end = self.pipes.pop(fd, None)
         if end is None:
             return
         self.pipe_of.pop(end.key, None)
         self.watching.remove(fd)
         end.pipe.close()
+        if end.sock is not None:
+            end.sock.close()
+            end.sock = None
+        for passed in end.passed:
+            os.close(passed)
+        end.passed = []
 
     def to_worker(self, worker: Any, frames: bytes, wrap: Any = SendFrames) -> None:
-        """Frames for a worker to write: through its pipe if it has one, else as an
-        actor message (a worker whose pipe is not here yet)."""
+        """Frames for a worker's connection: written here if the worker handed it over,
+        else through its pipe, else as an actor message (its pipe is not here yet)."""
         fd = self.pipe_of.get(str(worker))
         if fd is None:
             self.send(worker, wrap(frames))
-        elif not self.pipes[fd].pipe.write(frames):
-            self.drop_pipe(fd)  # the worker sees its pipe close and closes its link
+            return
+        end = self.pipes[fd]
+        if end.peer is not None and self.faults.active:
+            if self.rng.random() < self.faults.loss:
+                return  # lost on the way: Plumtree and anti-entropy must repair it
+            if self.faults.delay_ms:
+                later = timedelta(milliseconds=self.faults.delay_ms)
+                self.wakeupAfter(later, payload=DelayedWrite(end.key, frames))
+                return
+        self.write_link(fd, end, frames)
+
+    def write_link(self, fd: int, end: PipeEnd, frames: bytes) -> None:
+        """Frames onto a worker's connection, sealed if it has a key. Until the worker
+        hands it over (it does as soon as its pipe comes), they wait here: written
+        through the pipe instead, some could be passed back after the handover and
+        go out behind later ones."""
+        if end.closing or not frames:
+            return
+        if not end.handed:
+            end.waiting += frames
+            if len(end.waiting) > self.send_buffer:
+                logger.warning("[{}] Gossip: no handover from a worker; closing", self.node_id)
+                self.drop_pipe(fd)
+            return
+        end.out += end.sealer.seal(frames) if end.sealer is not None else frames
+        if len(end.out) > self.send_buffer:
+            logger.warning(
+                "[{}] Gossip: {}: send queue full, the other end does not read; closing",
+                self.node_id,
+                end.peer or "a client",
+            )
+            self.drop_pipe(fd)
+        elif not self.flush_link(end):
+            self.drop_pipe(fd)
+
+    @staticmethod
+    def flush_link(end: PipeEnd) -> bool:
+        """Write what waits for a handed-over connection; False once it failed."""
+        while end.out:
+            try:
+                sent = end.sock.send(end.out)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                return False
+            del end.out[:sent]
+        return True
+
+    def take_over(self, fd: int, end: PipeEnd, msg: link.Handover) -> None:
+        """The worker handed us its connection's sending side (the socket came along,
+        on the frame's first byte)."""
+        if end.handed or not end.passed:
+            logger.error("[{}] Gossip: a handover without its socket", self.node_id)
+            self.drop_pipe(fd)
+            return
+        end.sock = socket.socket(fileno=end.passed.pop(0))
+        end.sock.setblocking(False)
+        end.sealer = Sealer(msg.key, msg.sealed) if msg.key else None
+        if end.waiting:
+            frames, end.waiting = bytes(end.waiting), bytearray()
+            self.write_link(fd, end, frames)
 
     def read_pipes(self, now: float, ready: list, gone: bool = False) -> None:
         """Read the pipes ``ready`` (file descriptors); ``gone``: of a worker that left."""
@@ -728,10 +827,16 @@ class Gossip(SatelliteActor):
             end = self.pipes.get(fd)
             if end is None:
                 continue
-            messages = self.from_worker(end.inbox, end.pipe.read())
+            # Until the handover, a descriptor may come along (on its frame's first byte).
+            data = end.pipe.read(None if end.handed else end.passed)
+            messages = self.from_worker(end.inbox, data)
             if messages is None:
                 end.pipe.close()
                 messages = []
+            if any(type(m) in LOCAL for m in messages):
+                messages = self.from_own_worker(fd, end, messages)
+                if fd not in self.pipes:
+                    continue
             if end.peer is not None:
                 effects += self.from_peer(now, end.peer, messages)
             else:
@@ -739,6 +844,24 @@ class Gossip(SatelliteActor):
             if end.pipe.broken:
                 self.drop_pipe(fd)
         self.apply(effects)
+
+    def from_own_worker(self, fd: int, end: PipeEnd, messages: list) -> list:
+        """Act on what a worker says to us about its connection (``link.Handover``,
+        ``link.Outgoing``) and pass the rest on, in order."""
+        rest = []
+        for message in messages:
+            kind = type(message)
+            if kind is link.Handover:
+                self.take_over(fd, end, message)
+            elif kind is link.Outgoing:
+                if end.handed:
+                    self.write_link(fd, end, message.frames)
+                    end.closing = end.closing or message.close
+            else:
+                rest.append(message)
+            if fd not in self.pipes:
+                return []
+        return rest
 
     def from_worker(self, inbox: bytearray, data: bytes) -> list | None:
         """The messages in ``data`` from one of our workers (``inbox``: what came before
@@ -779,11 +902,13 @@ class Gossip(SatelliteActor):
     def _flush_pipes(self) -> None:
         waiting = False
         for fd, end in list(self.pipes.items()):
-            if end.pipe.outbox:
-                if not end.pipe.flush():
+            if end.out:
+                if not self.flush_link(end):
                     self.drop_pipe(fd)
-                elif end.pipe.outbox:
-                    waiting = True
+                    continue
+                waiting = waiting or bool(end.out)
+            if end.closing and not end.out:
+                self.drop_pipe(fd)  # written: the worker closes the connection
         if waiting and not self.flush_armed:
             self.flush_armed = True
             self.wakeupAfter(timedelta(milliseconds=5), payload="flush-pipes")
@@ -809,6 +934,10 @@ class Gossip(SatelliteActor):
         elif isinstance(msg, WakeupMessage):
             if msg.payload == "flush-pipes":
                 self.flush_armed = False  # handle() flushes after every message
+            elif isinstance(msg.payload, DelayedWrite):
+                fd = self.pipe_of.get(msg.payload.key)
+                if fd is not None:
+                    self.write_link(fd, self.pipes[fd], msg.payload.frames)
             else:
                 self.apply(self.pt.handle(now, TimerFired(msg.payload)))
         elif isinstance(msg, Link):
@@ -835,6 +964,8 @@ class Gossip(SatelliteActor):
                 self.read_pipes(now, [fd], gone=True)  # what it wrote before it left counts
                 self.drop_pipe(fd)
             self.subscribers.pop(key, None)
+        elif isinstance(msg, Faults):
+            self.faults = msg
         elif isinstance(msg, PublishDelta):
             self.counters["plumtree_state_deltas"] += 1
             self.apply(self.broadcast(now, msg.frame, "d"))
@@ -848,6 +979,8 @@ class Gossip(SatelliteActor):
                     "plumtree_eager_peers": len(self.pt.eager_peers),
                     "plumtree_lazy_peers": len(self.pt.lazy_peers),
                     "clients": len(self.subscribers),
+                    # connections whose worker handed their sending side to us
+                    "links_written_by_gossip": sum(e.handed for e in self.pipes.values()),
                 }
                 body: Any = {"counters": dict(self.counters), "gauges": gauges}
             else:

@@ -195,3 +195,32 @@ register(
     Control,
     [("req", "req", REQ), ("command", "command", NAME), ("args", "args", Blob())],
 )
+
+
+# -- a connection worker to Gossip, on the node's own pipe between them --------------------
+# Never accepted from a peer or a client: their workers close a link that sends one.
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """The worker hands the sending side of its connection to Gossip: the socket comes
+    with this frame (SCM_RIGHTS), and ``key``/``sealed`` are the channel's sending half
+    (no key: b"" and 0). From then on only Gossip writes to the connection, so that a
+    broadcast hop wakes the receiving worker and Gossip, not a third process to send."""
+
+    key: bytes
+    sealed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """After the handover, frames of the worker's own (its pings and replies, the
+    membership messages it was given) for Gossip to write; ``close``: close the
+    connection once they are written."""
+
+    frames: bytes
+    close: bool
+
+
+register("handover", Handover, [("key", "key", Blob(0, 32)), ("sealed", "sealed", UInt(1 << 62))])
+register("outgoing", Outgoing, [("frames", "frames", Blob()), ("close", "close", Bool())])

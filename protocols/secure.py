@@ -135,25 +135,39 @@ def _derive(key: bytes, nonce_i: bytes, nonce_r: bytes, direction: bytes) -> byt
     return hkdf.derive(key)
 
 
-class Channel:
-    """Sealed records both ways, once the handshake is done."""
+class Sealer:
+    """The sending half of a channel: its key and how many records it has sealed. It can
+    move to another process mid-connection (``handover``), as long as only one side
+    seals at a time: the sequence numbers must not repeat."""
 
-    def __init__(self, send_key: bytes, receive_key: bytes) -> None:
-        self._send = ChaCha20Poly1305(send_key)
-        self._receive = ChaCha20Poly1305(receive_key)
-        self._sent = 0
-        self._received = 0
-        self._buffer = bytearray()
+    def __init__(self, key: bytes, sent: int = 0) -> None:
+        self.key = key
+        self._aead = ChaCha20Poly1305(key)
+        self.sent = sent
 
     def seal(self, plaintext: bytes) -> bytes:
         """Records carrying ``plaintext`` (cut in pieces of at most MAX_RECORD)."""
         out = bytearray()
         for start in range(0, max(1, len(plaintext)), MAX_RECORD):
             piece = plaintext[start : start + MAX_RECORD]
-            sealed = self._send.encrypt(self._sent.to_bytes(12, "big"), bytes(piece), None)
-            self._sent += 1
+            sealed = self._aead.encrypt(self.sent.to_bytes(12, "big"), bytes(piece), None)
+            self.sent += 1
             out += len(sealed).to_bytes(_PREFIX, "big") + sealed
         return bytes(out)
+
+
+class Channel:
+    """Sealed records both ways, once the handshake is done."""
+
+    def __init__(self, send_key: bytes, receive_key: bytes) -> None:
+        self.sealer = Sealer(send_key)
+        self._receive = ChaCha20Poly1305(receive_key)
+        self._received = 0
+        self._buffer = bytearray()
+
+    def seal(self, plaintext: bytes) -> bytes:
+        """Records carrying ``plaintext`` (cut in pieces of at most MAX_RECORD)."""
+        return self.sealer.seal(plaintext)
 
     def open(self, data: bytes) -> bytes:
         """The plaintext of the records completed by ``data``; SecureError if one does

@@ -12,6 +12,7 @@ from protocols import wire
 from protocols.secure import (
     MAX_RECORD,
     Handshake,
+    Sealer,
     SecureError,
     WrongKey,
     format_key,
@@ -81,6 +82,19 @@ def test_a_replayed_reordered_dropped_or_altered_record_does_not_open():
     record[10] ^= 0x40
     with pytest.raises(SecureError):
         b.open(bytes(record))
+
+
+def test_the_sending_half_moves_to_another_sealer_and_the_records_still_open_in_order():
+    # A connection worker hands its channel's sending half to Gossip: key and count.
+    a, b = shake([K1], [K1])
+    first = a.seal(b"before")
+    moved = Sealer(a.sealer.key, a.sealer.sent)
+    assert b.open(first + moved.seal(b"after")) == b"beforeafter"
+    # Moved without its count, the records would repeat sequence numbers: refused.
+    a, b = shake([K1], [K1])
+    b.open(a.seal(b"before"))
+    with pytest.raises(SecureError):
+        b.open(Sealer(a.sealer.key).seal(b"after"))
 
 
 def test_plaintext_at_a_keyed_responder_is_refused_as_a_wrong_key():

@@ -90,6 +90,17 @@ def test_a_keyed_office_works_for_clients_holding_the_key(office):
         with office.nodes[0].antenna() as antenna:
             antenna.set("lights", "on")
         wait_for(lambda: got == ["on"], 10, "the target at the other node's client")
+        # Gossip seals and writes the links and the client's connection (the workers
+        # handed them over), with the count of records the handshake's channel began.
+        def written() -> bool:
+            with office.nodes[1].antenna() as antenna:
+                # the peer link, the listener and this Antenna
+                return antenna.metrics().gauges["links_written_by_gossip"] >= 3
+
+        wait_for(written, 10, "the connections handed over to Gossip")
+        with office.nodes[0].antenna() as antenna:
+            antenna.set("lights", "off")
+        wait_for(lambda: got == ["on", "off"], 10, "a change over the handed-over links")
     finally:
         listener.stop()
     cli = subprocess.run(
