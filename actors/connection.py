@@ -1,8 +1,10 @@
 """One TCP connection per actor: the talk's ``recv_loop``.
 
 ``Connection`` owns a non-blocking socket, watched with ``ThespianWatch``; it unframes
-what arrives with ``protocols.wire`` and sends through a bounded queue. A peer that
-sends what the wire refuses gets one log line and a closed connection.
+what arrives with ``protocols.wire`` and sends through a bounded queue until it hands
+the sending side to Gossip (``Connection.hand_over``), which writes to the connection
+from then on. A peer that sends what the wire refuses gets one log line and a closed
+connection.
 ``Listener`` is the talk's ``accept_loop``: it accepts, and hands each new socket to a
 supervisor of connection workers (it never creates actors itself: a forked child
 would inherit its listening socket).

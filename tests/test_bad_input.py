@@ -218,3 +218,41 @@ def test_the_connection_limits_are_settings(tmp_path):
         second.close()
     finally:
         node.kill()
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_the_others_carry_on(tmp_path):
+    # Gossip writes the clients' connections (their workers hand it the sending side):
+    # one that reads nothing must cost at most --send-buffer, then its connection.
+    from bench.cluster import Node, free_port_block
+
+    node = Node("lazy", free_port_block(1), tmp_path / "lazy", [], ("--send-buffer", "262144"))
+    node.start()
+    lazy = socket.socket()
+    try:
+        node.wait_up()
+        lazy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        lazy.connect(("127.0.0.1", node.client_port))
+        lazy.sendall(wire.encode(link.ClientHello(link.PROTOCOL_VERSION, "lazy")))
+        lazy.sendall(wire.encode(link.Subscribe(("*",))))
+        got = []
+        listener = node.antenna()
+        listener.on("bulk")(lambda value: got.append(len(value)))
+        listener.start()
+        try:
+            wait_for(
+                lambda: node.antenna().metrics().gauges["clients"] == 2, 10, "both subscribed"
+            )
+            events = 60  # 12 MiB: more than the kernel's buffers and the send buffer
+            with node.antenna() as antenna:
+                for _ in range(events):
+                    antenna.publish("bulk", b"x" * (200 << 10))
+            wait_for(lambda: "does not read" in node.log.read_text(), 30, "the lazy client cut off")
+            assert closed_soon(lazy)
+            wait_for(lambda: len(got) == events, 30, "every event at the client that reads")
+            assert node.proc.poll() is None
+            assert "Traceback" not in node.log.read_text()
+        finally:
+            listener.stop()
+    finally:
+        lazy.close()
+        node.kill()
