@@ -146,6 +146,16 @@ def test_bad_input_on_both_ports_closes_connections_and_hurts_nobody(office):
                 with sock:
                     sock.sendall(channel.seal(body))
                     results[name] = closed_soon(sock)
+            # What only a worker says to Gossip on their pipe, after a proper hello.
+            sock, channel = authenticated(port)
+            with sock:
+                if port == target.client_port:
+                    hello = link.ClientHello(link.PROTOCOL_VERSION, "mole")
+                else:
+                    hello = link.Hello(link.PROTOCOL_VERSION, "mole", "127.0.0.1:9", 1)
+                own = link.Outgoing(wire.encode(link.Ping()), False)
+                sock.sendall(channel.seal(wire.encode(hello) + wire.encode(own)))
+                results["a worker's message to Gossip"] = closed_soon(sock)
             # A record replayed from one session into another.
             sock, channel = authenticated(port)
             record = channel.seal(wire.encode(link.ClientHello(link.PROTOCOL_VERSION, "x")))
