@@ -771,9 +771,9 @@ class Gossip(SatelliteActor):
 
     def write_link(self, fd: int, end: PipeEnd, frames: bytes) -> None:
         """Frames onto a worker's connection, sealed if it has a key. Until the worker
-        hands it over (it does as soon as its pipe comes), they wait here: written
-        through the pipe instead, some could be passed back after the handover and
-        go out behind later ones."""
+        hands it over (it does as soon as its pipe comes), they wait here, in order:
+        had they gone through the pipe for the worker to write, the worker, handed
+        over meanwhile, would pass them back behind frames written here since."""
         if end.closing or not frames:
             return
         if not end.handed:
