@@ -244,9 +244,10 @@ def test_a_client_that_stops_reading_is_cut_off_and_the_others_carry_on(tmp_path
         lazy.connect(("127.0.0.1", node.client_port))
         lazy.sendall(wire.encode(link.ClientHello(link.PROTOCOL_VERSION, "lazy")))
         lazy.sendall(wire.encode(link.Subscribe(("*",))))
-        got = []
+        got, warm = [], []
         listener = node.antenna()
         listener.on("bulk")(lambda value: got.append(len(value)))
+        listener.on("warm")(warm.append)
         listener.start()
         try:
             wait_for(
@@ -254,6 +255,11 @@ def test_a_client_that_stops_reading_is_cut_off_and_the_others_carry_on(tmp_path
             )
             events = 60  # 12 MiB: more than the kernel's buffers and the send buffer
             with node.antenna() as antenna:
+                # Until the publisher's own pipe to Gossip is there, what it publishes
+                # waits in its worker, within the same small --send-buffer: one event
+                # through first, then the big ones.
+                antenna.publish("warm", 1)
+                wait_for(lambda: warm == [1], 10, "a first event through the publisher's pipe")
                 for _ in range(events):
                     antenna.publish("bulk", b"x" * (200 << 10))
             wait_for(lambda: "does not read" in node.log.read_text(), 30, "the lazy client cut off")
