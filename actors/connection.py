@@ -446,8 +446,12 @@ class Connection(SatelliteActor):
         frame = wire.encode(handover)
         if self.pipe.write_with_fd(frame, self.sock.fileno()):
             self.handed = True
+            self._flush_pipe()  # what the pipe did not take goes on the next flush
         elif self.pipe.broken:
             self.close("the pipe to Gossip broke")
+        elif not self.flush_armed:  # the pipe is full for now: try again shortly
+            self.flush_armed = True
+            self.wakeupAfter(timedelta(milliseconds=5), payload="flush")
 
     def take_pipe_pending(self) -> bytes:
         """For a worker closing before its pipe came: what waited for the pipe (taken;
