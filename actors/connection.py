@@ -164,16 +164,10 @@ class Pipe:
         return self.flush()
 
     def flush(self) -> bool:
-        while self.outbox:
-            try:
-                sent = self.sock.send(self.outbox)
-            except (BlockingIOError, InterruptedError):
-                return True
-            except OSError:
-                self.close()
-                return False
-            del self.outbox[:sent]
-        return True
+        if send_buffered(self.sock, self.outbox):
+            return True
+        self.close()
+        return False
 
     def read(self, fds: list[int] | None = None) -> bytes:
         """Everything that has arrived; ``broken`` is set when the other end is gone.
@@ -205,6 +199,20 @@ class Pipe:
             pass
 
 
+def send_buffered(sock: socket.socket, buffer: bytearray) -> bool:
+    """Send from the front of ``buffer`` what the non-blocking ``sock`` takes now, and
+    take it off; False if the socket failed."""
+    while buffer:
+        try:
+            sent = sock.send(buffer)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        del buffer[:sent]
+    return True
+
+
 def keep_tcp_alive(sock: socket.socket) -> None:
     """Let the kernel find a peer that vanished (power cut, cable out): probes after 5 s
     of silence, every 2 s, dead after 3 unanswered; no process wakes up for it."""
@@ -233,7 +241,6 @@ class Connection(SatelliteActor):
         self.pipe: Pipe | None = None  # to Gossip, once Gossip sent it (``want_pipe``)
         self.handed = False  # Gossip writes to the connection now (``hand_over``)
         self.pipe_wanted = False
-        self.pipe_in = bytearray()  # from the pipe, up to the end of the last whole frame
         self.pipe_pending = bytearray()  # for the pipe, before it came (``pipe_for``)
         self.last_rx = self.last_tx = time.monotonic()
         self.remote = "?"
@@ -286,11 +293,6 @@ class Connection(SatelliteActor):
 
     def on_frame(self, msg: Any, frame: bytes) -> None:
         """One message from the other side, and its frame as it came (decrypted)."""
-
-    def from_pipe(self, data: bytes) -> None:
-        """Whole frames for the other side that came in an actor message (Gossip writes
-        its own to the connection, or keeps them until the handover)."""
-        self.write(data)
 
     def frames_read(self) -> None:
         """Every frame of one read went through ``on_frame``: pass on what was gathered."""
@@ -484,10 +486,9 @@ class Connection(SatelliteActor):
                 self.wakeupAfter(timedelta(milliseconds=5), payload="flush")
 
     def _pipe_readable(self) -> None:
-        self.pipe_in += self.pipe.read()
-        frames = wire.split_frames(self.pipe_in)
-        if frames:
-            self.from_pipe(frames)
+        # Gossip writes nothing to a worker's pipe (it writes the connection itself, or
+        # keeps what it has until the handover): watched only to see it close.
+        self.pipe.read()
         if self.pipe is not None and self.pipe.broken and self.sock is not None:
             # Gossip is gone (it is being restarted, and this worker with it).
             self.close("the pipe to Gossip closed")

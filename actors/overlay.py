@@ -28,6 +28,7 @@ from actors.connection import (
     PipeFor,
     SendFrames,
     WantPipe,
+    send_buffered,
     split_addr,
     start_worker,
 )
@@ -166,6 +167,13 @@ class Faults:
     @property
     def active(self) -> bool:
         return self.loss > 0 or self.delay_ms > 0
+
+    def hold(self, rng: random.Random) -> timedelta | None:
+        """What happens to one outgoing batch: None, lost on the way (Plumtree and
+        anti-entropy must repair it); else how long it is held back (zero: not)."""
+        if rng.random() < self.loss:
+            return None
+        return timedelta(milliseconds=self.delay_ms)
 
 
 class WorkerExited:
@@ -761,10 +769,10 @@ class Gossip(SatelliteActor):
             return
         end = self.pipes[fd]
         if end.peer is not None and self.faults.active:
-            if self.rng.random() < self.faults.loss:
-                return  # lost on the way: Plumtree and anti-entropy must repair it
-            if self.faults.delay_ms:
-                later = timedelta(milliseconds=self.faults.delay_ms)
+            later = self.faults.hold(self.rng)
+            if later is None:
+                return
+            if later:
                 self.wakeupAfter(later, payload=DelayedWrite(end.key, frames))
                 return
         self.write_link(fd, end, frames)
@@ -796,15 +804,7 @@ class Gossip(SatelliteActor):
     @staticmethod
     def flush_link(end: PipeEnd) -> bool:
         """Write what waits for a handed-over connection; False once it failed."""
-        while end.out:
-            try:
-                sent = end.sock.send(end.out)
-            except (BlockingIOError, InterruptedError):
-                return True
-            except OSError:
-                return False
-            del end.out[:sent]
-        return True
+        return send_buffered(end.sock, end.out)
 
     def take_over(self, fd: int, end: PipeEnd, msg: link.Handover) -> None:
         """The worker handed us its connection's sending side (the socket came along,
@@ -1088,20 +1088,20 @@ class PeerWorker(Connection):
         elif isinstance(msg, Faults):
             self.faults = msg
         elif isinstance(msg, SendFrames) and self.faults.active and msg.frames and not msg.close:
-            self.from_pipe(msg.frames)
+            self.write_with_faults(msg.frames)
         elif isinstance(msg, WakeupMessage) and isinstance(msg.payload, tuple):
             self.write(msg.payload[1])  # a delayed batch, in the order it was sent
         else:
             super().handle(msg, sender)
 
-    def from_pipe(self, data: bytes) -> None:
-        if self.faults.active:
-            if self.rng.random() < self.faults.loss:
-                return  # lost on the way: Plumtree and anti-entropy must repair it
-            if self.faults.delay_ms:
-                later = timedelta(milliseconds=self.faults.delay_ms)
-                self.wakeupAfter(later, payload=("delayed", data))
-                return
+    def write_with_faults(self, data: bytes) -> None:
+        """Membership's frames for the peer, through ``satellite chaos``'s faults."""
+        later = self.faults.hold(self.rng)
+        if later is None:
+            return
+        if later:
+            self.wakeupAfter(later, payload=("delayed", data))
+            return
         self.write(data)
 
     def connect_failed(self, exc: OSError) -> None:
