@@ -374,6 +374,7 @@ def run(config: dict[str, Any]) -> int:
     from thespian.actors import ActorSystem
 
     from actors.base import Init, Started, lean_actor_system, loopback_only, set_title
+    from actors.immortal import immortalize
     from protocols import link, wire
     from supervisors.supervisor import Shutdown, Supervisor
     from supervisors.tree import node_tree
@@ -395,6 +396,9 @@ def run(config: dict[str, Any]) -> int:
     lean_actor_system()  # and before it forks anything
     if config["keyring"]:
         warm_up_crypto(config["keyring"])
+    # Last before the first fork: what is alive now stays shared by every process of the
+    # node (Python 3.12 and later; actors/immortal.py).
+    immortalize()
     try:
         system = ActorSystem(
             "multiprocTCPBase",

@@ -168,7 +168,10 @@ def lean_actor_system() -> None:
     gc.freeze()
     os.register_at_fork(after_in_child=gc.freeze)
 
-    # 4. Thespian's loop builds a selector for each wait: with epoll that is epoll_create,
+    # 4. (not memory) Children of actors die with them from the fork on.
+    os.register_at_fork(before=_remember_forker, after_in_child=_child_of_actor_dies_with_it)
+
+    # 5. Thespian's loop builds a selector for each wait: with epoll that is epoll_create,
     # one epoll_ctl per socket, the wait, and close. poll() is one system call.
     tcp.selectors = SimpleNamespace(
         DefaultSelector=selectors.PollSelector,
@@ -184,6 +187,25 @@ def die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:  # not Linux: supervisors still stop children on the way out
         pass
+
+
+_in_actor = False  # this process is one of our actors (from its Init on)
+_forker = 0  # the pid that forked this process, as it knew itself
+
+
+def _remember_forker() -> None:
+    global _forker
+    _forker = os.getpid()
+
+
+def _child_of_actor_dies_with_it() -> None:
+    """After a fork, in the child: an actor's child dies with it from here on, not only
+    from its own Init. A node killed in between left the child behind for good (seen:
+    a PeerWorker forked just before its node was SIGKILLed, never told who it was)."""
+    if _in_actor:
+        die_with_parent()
+        if os.getppid() != _forker:  # it died before we asked
+            os._exit(0)
 
 
 def set_title(node_id: str, role: str) -> None:
@@ -335,7 +357,9 @@ class SatelliteActor(Actor):
             self.crash()
 
     def _on_init(self, msg: Init, sender: Any) -> None:
+        global _in_actor
         die_with_parent()
+        _in_actor = True
         SatelliteActor.node_id = msg.node_id
         self.role = msg.role
         set_title(msg.node_id, msg.role)

@@ -6,8 +6,8 @@ the sending side to Gossip (``Connection.hand_over``), which writes to the conne
 from then on. A peer that sends what the wire refuses gets one log line and a closed
 connection.
 ``Listener`` is the talk's ``accept_loop``: it accepts, and hands each new socket to a
-supervisor of connection workers (it never creates actors itself: a forked child
-would inherit its listening socket).
+supervisor of connection workers; node_sup's process hosts it, and the processes that
+node_sup forks close their copies of its sockets (``_NOT_INHERITED``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from multiprocessing.reduction import DupFd
-from typing import Any
+from typing import Any, Protocol
 
 from loguru import logger
 from thespian.actors import WakeupMessage, WatchMessage
@@ -582,32 +582,70 @@ class Connection(SatelliteActor):
             # Membership learns from the worker supervisor's replacement instead.
 
 
-class Listener(SatelliteActor):
+class ListenerHost(Protocol):
+    """What hosts a ``Listener``: node_sup's own supervisor (supervisors/supervisor.py)."""
+
+    node_id: str
+
+    def workers_up(self, name: str) -> bool:
+        """Is the worker supervisor ``name`` running?"""
+
+    def to_workers(self, name: str, args: dict) -> None:
+        """Ask the worker supervisor ``name`` for a connection worker with ``args``."""
+
+
+# Sockets of this process that a process it forks must not keep: a listening socket
+# held by a child would keep the port open (and a restarted listener from binding it)
+# after the listener closed it; a connection held by a child would stay open after its
+# own worker closed it. Every actor is forked, and Python's close-on-exec does not apply.
+_NOT_INHERITED: dict[int, socket.socket] = {}
+
+
+def _close_not_inherited() -> None:
+    for sock in _NOT_INHERITED.values():
+        sock.close()  # our copy only: the parent's socket is untouched
+    _NOT_INHERITED.clear()
+
+
+os.register_at_fork(after_in_child=_close_not_inherited)
+
+
+class Listener:
     """Accepts on the node's ports and asks each port's ``workers`` supervisor for a
-    worker per socket.
+    worker per socket: the talk's ``accept_loop``.
 
-    One actor for the peer port and the client port: every actor is a process (about
-    5 MiB of a node's memory), and accepting is all a listener does."""
+    Not an actor: node_sup's process hosts it (supervisors/tree.py says why). The host
+    calls ``ready`` with each descriptor of ``watching`` that can be read, and ``close``
+    when it stops it; an exception out of either is a crash, and the host restarts it as
+    the tree says, as it would a process."""
 
-    def init(self, args: dict) -> None:
+    def __init__(self, args: dict, host: ListenerHost, role: str = "Listener") -> None:
         # ``ports``: [{"bind": "HOST:PORT", "workers": "<supervisor's child id>"}, ...]
+        self.host = host
+        self.role = role
         self.ports: dict[int, tuple[socket.socket, str]] = {}
-        for spec in args["ports"]:
-            host, port = split_addr(spec["bind"])
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(128)
-            sock.setblocking(False)
-            self.ports[sock.fileno()] = (sock, spec["workers"])
-        self.watching = list(self.ports)
+        self.accepted = 0  # connections handed to a supervisor, for topology
+        try:
+            for spec in args["ports"]:
+                host_name, port = split_addr(spec["bind"])
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                _NOT_INHERITED[sock.fileno()] = sock
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                self.ports[sock.fileno()] = (sock, spec["workers"])
+                sock.bind((host_name, port))
+                sock.listen(128)
+                sock.setblocking(False)
+        except OSError:
+            self.close()
+            raise
 
-    def handle(self, msg: Any, sender: Any) -> None:
-        if not isinstance(msg, WatchMessage):
-            return
-        for fd in msg.ready:
-            if fd in self.ports:
-                self.accept(*self.ports[fd])
+    @property
+    def watching(self) -> list[int]:
+        return list(self.ports)
+
+    def ready(self, fd: int) -> None:
+        if fd in self.ports:
+            self.accept(*self.ports[fd])
 
     def accept(self, sock: socket.socket, workers_name: str) -> None:
         """Everything waiting on ``sock``, each to a worker of ``workers_name``."""
@@ -618,19 +656,21 @@ class Listener(SatelliteActor):
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE):
-                    logger.warning("[{}] {}: out of file descriptors", self.node_id, self.role)
+                    logger.warning("[{}] {}: out of file descriptors", self.host.node_id, self.role)
                     return
                 raise
-            workers = self.context.get(workers_name)
-            if workers is None:
+            _NOT_INHERITED[conn.fileno()] = conn  # the worker is forked while it is open
+            try:
+                if self.host.workers_up(workers_name):
+                    # The worker takes its own duplicate of the socket; ours can go.
+                    self.host.to_workers(workers_name, {"fd": DupFd(conn.fileno())})
+                    self.accepted += 1
+            finally:
+                _NOT_INHERITED.pop(conn.fileno(), None)
                 conn.close()
-                continue
-            # The worker takes its own duplicate of the socket; ours can go.
-            start_worker(self, workers, {"fd": DupFd(conn.fileno())})
-            conn.close()
 
-    def stopping(self) -> None:
-        for sock, _ in self.ports.values():
+    def close(self) -> None:
+        for fd, (sock, _) in self.ports.items():
+            _NOT_INHERITED.pop(fd, None)
             sock.close()
         self.ports = {}
-        self.watching = []

@@ -1,15 +1,17 @@
 """What one actor process costs before it does anything of ours (issue 8's memory budget).
 
-    python bench/actor_floor.py [--actors 4] [--json FILE]
+    python bench/actor_floor.py [--actors 4] [--mortal] [--json FILE]
 
 Starts an actor system as ``run_node.py`` does (the same modules imported first, the
-same ``lean_actor_system``), creates actors that do nothing but answer, and reports
-each one's private memory (USS) at three moments: right after the fork, when it handles
-its first message, and a second later after another. The difference between the first
-two is Thespian's own start (its transport, its manager, its signal handlers) touching
-pages the process shares with its parent: each page written becomes a private copy.
-Also the memory the launcher's imports take (anonymous pages, shared by every process
-of a node). A node's PSS is about the sum of its processes' USS plus those shared pages.
+same ``lean_actor_system``, the launcher's objects made immortal on Python 3.12 and
+later unless ``--mortal``: actors/immortal.py), creates actors that do nothing but
+answer, and reports each one's private memory (USS) at three moments: right after the
+fork, when it handles its first message, and a second later after another. The
+difference between the first two is Thespian's own start (its transport, its manager,
+its signal handlers) touching pages the process shares with its parent: each page
+written becomes a private copy. Also the memory the launcher's imports take (anonymous
+pages, shared by every process of a node). A node's PSS is about the sum of its
+processes' USS plus those shared pages.
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--actors", type=int, default=4, help="how many idle actors (default 4)")
     p.add_argument("--admin-port", type=int, default=29931, help="Thespian's (default 29931)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON there")
+    p.add_argument(
+        "--mortal",
+        action="store_true",
+        help="leave the launcher's objects mortal (run_node.py makes them immortal on 3.12+)",
+    )
     args = p.parse_args(argv)
     if not 1 <= args.actors <= 64:
         print("actor_floor.py: error: --actors takes 1..64", file=sys.stderr)
@@ -85,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     import supervisors.supervisor  # noqa: F401
     import supervisors.tree  # noqa: F401
     from actors.base import lean_actor_system
+    from actors.immortal import immortalize
 
     lean_actor_system()
+    immortal = 0 if args.mortal else immortalize()
     imports = round(anonymous_mib() - before, 2)
     os.register_at_fork(after_in_child=_remember_fork)
 
@@ -111,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = {
         "python": sys.version.split()[0],
+        "immortal_objects": immortal,
         "launcher_imports_anonymous_mib": imports,
         "actors": rows,
         "uss_mib_median": {
@@ -119,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     med = out["uss_mib_median"]
-    print(f"Python {out['python']}: an idle actor's private memory (USS, median of {len(rows)})")
+    print(
+        f"Python {out['python']}, {immortal} objects made immortal: "
+        f"an idle actor's private memory (USS, median of {len(rows)})"
+    )
     print(f"  right after the fork      {med['at_fork']:.2f} MiB")
     print(f"  at its first message      {med['first_message']:.2f} MiB")
     print(f"  a second later            {med['after_1s']:.2f} MiB")

@@ -426,7 +426,6 @@ TITLES = {
     "SensorReader": "sensor",
     "PeerWorker": "peer_worker",
     "ClientWorker": "client_worker",
-    "Listener": "listener",
     "Dashboard": "dashboard",
 }
 

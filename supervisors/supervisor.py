@@ -12,6 +12,7 @@ import importlib
 import os
 import signal
 import time
+import traceback
 from datetime import timedelta
 from typing import Any
 
@@ -27,7 +28,7 @@ from actors.base import (
     Started,
     Stats,
 )
-from actors.connection import Hosted, StartWorker
+from actors.connection import Hosted, StartWorker, start_worker
 from actors.overlay import Answer, PeerGone, Query, WorkerExited
 from supervisors import core
 
@@ -63,7 +64,11 @@ class Sup:
     process of its own (about 6 MiB each, issue 8). A hosted supervisor must be
     simple_one_for_one: it has no static children, so it is up as soon as it exists.
     Its parent sees it as any child: started, stopped (it stops its own children first),
-    killed (its children are), and exited when it gives up (Escalate)."""
+    killed (its children are), and exited when it gives up (Escalate).
+
+    A worker spec may be hosted too (the listener): an object, not an actor, that the
+    host process serves (``watching``, ``ready``, ``close``). An exception out of it is
+    its crash: it is closed, and its exit goes to the core like any child's."""
 
     def __init__(
         self, host: Supervisor, key: str, args: dict, context: dict, parent: Sup | None = None
@@ -84,6 +89,7 @@ class Sup:
         self.started_at: dict[str, float] = {}
         self.normal: set[str] = set()  # handles that announced a normal exit
         self.hosted: dict[str, Sup] = {}  # handle -> a supervisor child of ours, in-process
+        self.hosted_workers: dict[str, Any] = {}  # handle -> a worker child of ours, in-process
         self.spawns = 0  # numbers the handles of our hosted children
         self.gone = False  # a hosted supervisor that stopped: it starts nothing more
         self.refused_logged = -10.0
@@ -175,10 +181,14 @@ class Sup:
         for effect in effects:
             kind = type(effect)
             if kind is core.StartChild:
-                if effect.spec.type == "supervisor" and effect.spec.args.get("hosted"):
+                if not effect.spec.args.get("hosted"):
+                    self.start(effect)
+                elif effect.spec.type == "supervisor":
                     self.start_hosted(effect)
                 else:
-                    self.start(effect)
+                    self.start_hosted_worker(effect)
+            elif kind in (core.StopChild, core.KillChild) and effect.handle in self.hosted_workers:
+                self.hosted_worker_gone(effect.handle, normal=kind is core.StopChild)
             elif kind in (core.StopChild, core.KillChild) and effect.handle in self.hosted:
                 # Stopped or killed alike, as a supervisor process told to stop: its
                 # workers go at once (one caught half-way through its start would never
@@ -250,13 +260,83 @@ class Sup:
         self.apply(self.core.exited(time.monotonic(), sub.key, normal))
         self.broadcast_context()
 
+    def start_hosted_worker(self, effect: Any) -> None:
+        now = time.monotonic()
+        self.spawns += 1
+        handle = f"{self.key}/{effect.id}#{self.spawns}"
+        spec = effect.spec
+        args = {**dict(spec.args), **dict(effect.args or {}), "child_id": effect.id}
+        role = args.get("role") or spec.start.rpartition(".")[2]
+        self.core.spawned(effect.id, handle)
+        try:
+            worker = _import(spec.start)(args, self, role)
+        except OSError as exc:  # a port taken, say: one line, and the core decides
+            logger.error("[{}] {} could not start: {}", self.node_id, role, exc)
+            self.apply(self.core.exited(now, handle))
+            return
+        except Exception:
+            logger.error("[{}] {} crashed:\n{}", self.node_id, role, traceback.format_exc())
+            self.apply(self.core.exited(now, handle))
+            return
+        self.hosted_workers[handle] = worker
+        self.started_at[handle] = time.time()
+        self.host.refresh_watching()
+        self.apply(self.core.started(now, effect.id, handle))
+
+    def serve(self, fd: int) -> bool:
+        """``fd`` is readable: to the hosted worker watching it, if one of ours is."""
+        for handle, worker in list(self.hosted_workers.items()):
+            if fd in worker.watching:
+                try:
+                    worker.ready(fd)
+                except Exception:
+                    logger.error(
+                        "[{}] {} crashed:\n{}", self.node_id, worker.role, traceback.format_exc()
+                    )
+                    self.hosted_worker_gone(handle, normal=False)
+                return True
+        return False
+
+    def hosted_worker_gone(self, handle: str, normal: bool) -> None:
+        """Stopped, killed or crashed: closed, and to our core the exit of that child."""
+        worker = self.hosted_workers.pop(handle, None)
+        if worker is None:
+            return
+        self.started_at.pop(handle, None)
+        try:
+            worker.close()
+        finally:
+            self.host.refresh_watching()
+            self.apply(self.core.exited(time.monotonic(), handle, normal))
+
+    # -- what a hosted worker (the listener) asks of us -----------------------------------
+
+    @property
+    def node_id(self) -> str:
+        return self.host.node_id
+
+    def workers_up(self, name: str) -> bool:
+        return self.child_context().get(name) is not None
+
+    def to_workers(self, name: str, args: dict) -> None:
+        workers = self.child_context().get(name)
+        sup = self.host.sups.get(workers.handle) if isinstance(workers, Hosted) else None
+        if sup is not None and workers.address == self.host.myAddress:
+            sup.start_worker(time.monotonic(), args)  # in this process: no message
+        elif workers is not None:
+            start_worker(self.host, workers, args)
+
     def kill_all(self) -> None:
         """SIGKILL every actor below us, at once (Thespian would otherwise hold an exit
-        until each child confirmed its own)."""
+        until each child confirmed its own); close the hosted workers."""
         for pid in self.pids.values():
             kill(pid)
         for sub in list(self.hosted.values()):
             sub.kill_all()
+        for worker in self.hosted_workers.values():
+            worker.close()
+        self.hosted_workers.clear()
+        self.host.refresh_watching()
 
     # -- topology -------------------------------------------------------------------------
 
@@ -267,6 +347,7 @@ class Sup:
             handle = row.get("handle")
             pid = self.pids.get(handle)
             sub = self.hosted.get(handle)
+            worker = self.hosted_workers.get(handle)
             out.append(
                 {
                     "id": row["id"],
@@ -276,14 +357,15 @@ class Sup:
                     "restart": row.get("restart"),
                     "state": row.get("state"),
                     "restarts": row.get("restarts", 0),
-                    # A hosted supervisor has no process of its own: its parent's row
+                    # A hosted child has no process of its own: its parent's row
                     # shows the pid and the memory.
                     "pid": pid,
                     "uptime": round(now - self.started_at[handle], 3)
                     if handle in self.started_at
                     else None,
                     "pss": _pss(pid),
-                    "messages": None,  # until the child answers
+                    # until the child answers; a hosted worker: what it has handed on
+                    "messages": worker.accepted if worker is not None else None,
                     "children": sub.rows() if sub is not None else [],
                 }
             )
@@ -353,8 +435,11 @@ class Supervisor(SatelliteActor):
             else:
                 sup.start_worker(now, msg.args)
         elif isinstance(msg, WatchMessage):
-            if self.launcher_fd is not None and self.launcher_fd in msg.ready:
-                self.watch_launcher()
+            for fd in msg.ready:
+                if fd == self.launcher_fd:
+                    self.watch_launcher()
+                else:
+                    any(sup.serve(fd) for sup in list(self.sups.values()))
         elif isinstance(msg, WakeupMessage):
             payload = msg.payload
             if payload == "launcher":
@@ -400,7 +485,15 @@ class Supervisor(SatelliteActor):
         except (AttributeError, OSError):
             self.wakeupAfter(timedelta(seconds=1), payload="launcher")
         else:
-            self.watching.append(self.launcher_fd)
+            self.refresh_watching()
+
+    def refresh_watching(self) -> None:
+        """What Thespian's loop watches for us: the launcher, and our hosted workers'."""
+        fds = [self.launcher_fd] if self.launcher_fd is not None else []
+        for sup in self.sups.values():
+            for worker in sup.hosted_workers.values():
+                fds += worker.watching
+        self.watching = fds
 
     def watch_launcher(self) -> None:
         """If run_node.py was SIGKILLed, take the whole node down: Thespian's admin and

@@ -10,6 +10,7 @@
     ├── client_workers    supervisor  simple_one_for_one: one ClientWorker per Antenna (temporary)
     │                                 both hosted in node_sup's process (no process of their own)
     ├── listener          permanent   accepts on the peer port and the client port
+    │                                 hosted in node_sup's process too
     └── dashboard         permanent   only with --http: the web page, an Antenna of the client port
 
 Why rest_for_one: each child depends on the ones before it and not on those after.
@@ -18,12 +19,14 @@ restart (its views are gone) must restart Gossip too; every connection worker se
 to Membership and Gossip by address, so when either restarts, the links go down with
 them and HyParView rebuilds them from the passive view and the seeds. The listener
 or a worker dying touches nobody before it. One listener serves both ports, after both
-worker supervisors it hands sockets to: an actor is a process (about 5 MiB of a node's
-64 MiB budget, issue 8), and a listener only accepts. For the same reason the two
-worker supervisors are hosted in node_sup's process: a supervisor only starts, watches
-and stops, and node_sup is the Thespian parent of the workers; to the tree they are
-supervisors as any other (restarted, stopped, shown by topology). So a restart of either worker
-supervisor restarts it too, and both ports close for a moment. Connection workers
+worker supervisors it hands sockets to. An actor is a process (about 5 MiB of a node's
+64 MiB budget, issue 8): the two worker supervisors and the listener are hosted in
+node_sup's process, for a supervisor only starts, watches and stops, a listener only
+accepts, and node_sup is the Thespian parent of the workers anyway. To the tree they
+are children as any other (restarted, stopped, shown by topology, without a pid of
+their own); the processes node_sup forks close their copies of the listener's sockets.
+So a restart of either worker supervisor restarts the listener too, and both ports
+close for a moment. Connection workers
 are temporary: a broken TCP connection is not restarted by the supervisor, it is a
 membership event, and HyParView decides whether to dial again. The two worker supervisors are
 simple_one_for_one, OTP's pattern for many children of one kind started on demand.
@@ -35,13 +38,23 @@ from typing import Any
 
 
 def worker(
-    id: str, start: str, args: dict | None = None, restart: str = "permanent", role: str = ""
+    id: str,
+    start: str,
+    args: dict | None = None,
+    restart: str = "permanent",
+    role: str = "",
+    hosted: bool = False,
 ) -> dict:
+    """``hosted``: an object served by the parent supervisor's process, not an actor of
+    its own (its class takes the args, the host and the role; see the listener)."""
     role = role or start.rpartition(".")[2]
+    worker_args = dict(args or {}, role=role)
+    if hosted:
+        worker_args["hosted"] = True
     return {
         "id": id,
         "start": start,
-        "args": dict(args or {}, role=role),
+        "args": worker_args,
         "restart": restart,
         "shutdown": 2.0,
         "type": "worker",
@@ -142,6 +155,7 @@ def node_tree(config: dict[str, Any]) -> dict:
                         {"bind": config["client"], "workers": "client_workers"},
                     ]
                 },
+                hosted=True,
             ),
             # Last: a client of the listener's client port, like any other Antenna (issue 5).
             *only_if(

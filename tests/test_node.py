@@ -123,7 +123,63 @@ def events_flow(source: Node, sinks: list[Node], timeout: float) -> None:
         listeners.stop()
 
 
-@pytest.mark.parametrize("child_id", ["membership", "gossip", "listener"])
+def established_inodes(ports: set[int]) -> set[int]:
+    """Socket inodes of the TCP connections accepted on ``ports`` (/proc/net/tcp)."""
+    out = set()
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port in ports and fields[3] == "01":  # ESTABLISHED
+                out.add(int(fields[9]))
+    return out
+
+
+def descriptors_of(pid: int) -> list[int]:
+    """The socket inodes behind each of ``pid``'s descriptors, one entry per descriptor."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.append(int(target[8:-1]))
+    return out
+
+
+def test_the_listener_lives_in_node_sup_and_only_node_sup_holds_its_sockets(trio):
+    node = trio.nodes[1]
+    ports = {node.peer_port, node.client_port}
+    with node.antenna() as antenna:
+        antenna.members()  # one connection on the client port at least
+        tree = antenna.topology()["tree"]
+        listener = find(tree, "listener")
+        # Hosted: no process of its own; it counts the connections it handed on.
+        assert listener["pid"] is None and listener["state"] == "running"
+        assert listener["messages"] >= 1
+        assert "Listener" not in {" ".join(psutil.Process(p).cmdline()) for p in node.pids()}
+        listening: dict[int, list[int]] = defaultdict(list)
+        held: dict[int, list[int]] = defaultdict(list)
+        accepted = established_inodes(ports)
+        for pid in node.pids():
+            for conn in psutil.Process(pid).net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr.port in ports:
+                    listening[conn.laddr.port].append(pid)
+            for inode in descriptors_of(pid):
+                if inode in accepted:
+                    held[inode].append(pid)
+    # The processes node_sup forked (Gossip, State, every worker) closed their copies.
+    assert dict(listening) == {port: [tree["pid"]] for port in ports}
+    # An accepted connection: its worker's descriptor (and Gossip's, once handed over),
+    # never a second one in the same process (a copy inherited from node_sup's fork).
+    assert held
+    for pids in held.values():
+        assert len(pids) == len(set(pids)) <= 2, pids
+
+
+@pytest.mark.parametrize("child_id", ["membership", "gossip"])
 def test_a_killed_actor_is_restarted_and_events_flow_again(trio, child_id):
     node = trio.nodes[1]
     before = find(tree_of(node), child_id)

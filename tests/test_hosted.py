@@ -1,0 +1,197 @@
+"""Hosted workers (the listener): served by their supervisor's process, supervised as
+any child. In-process: a stand-in for the Supervisor actor, and real sockets."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+
+from actors.connection import _NOT_INHERITED, Listener
+from supervisors.supervisor import Sup
+from supervisors.tree import worker
+
+
+class Host:
+    """What a ``Sup`` asks of the Supervisor actor that hosts it."""
+
+    node_id = "t"
+    myAddress = "host-address"  # noqa: N815 - Thespian's name
+
+    def __init__(self) -> None:
+        self.sups: dict[str, Sup] = {}
+        self.watching: list[int] = []
+        self.sent: list = []
+        self.done = False
+
+    def refresh_watching(self) -> None:
+        hosted = [w for sup in self.sups.values() for w in sup.hosted_workers.values()]
+        self.watching = [fd for w in hosted for fd in w.watching]
+
+    def send(self, to, msg) -> None:
+        self.sent.append((to, msg))
+
+    def wakeupAfter(self, delay, payload=None) -> None:  # noqa: N802 - Thespian's name
+        pass
+
+    def createActor(self, cls):  # noqa: N802 - Thespian's name
+        raise AssertionError("a hosted child must not become an actor")
+
+    def stopped(self) -> None:
+        self.done = True
+
+
+class Flaky:
+    """A hosted worker that crashes whenever its descriptor is readable."""
+
+    made: list[Flaky] = []
+
+    def __init__(self, args: dict, host, role: str) -> None:
+        self.role = role
+        self.r, self.w = os.pipe()
+        self.accepted = 0
+        self.closed = False
+        Flaky.made.append(self)
+
+    @property
+    def watching(self) -> list[int]:
+        return [] if self.closed else [self.r]
+
+    def ready(self, fd: int) -> None:
+        raise RuntimeError("boom")
+
+    @staticmethod
+    def refuse() -> None:
+        raise OSError(98, "Address already in use")
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.r)
+            os.close(self.w)
+            self.closed = True
+
+
+def root(host: Host, children: list[dict], intensity: int = 3) -> Sup:
+    args = {
+        "flags": {"strategy": "one_for_one", "intensity": intensity, "period": 30.0},
+        "children": children,
+        "child_id": "sup",
+    }
+    sup = Sup(host, "", args, {})
+    host.sups[""] = sup
+    sup.apply(sup.core.init(time.monotonic()))
+    return sup
+
+
+def test_a_hosted_worker_that_crashes_is_closed_and_started_again():
+    Flaky.made.clear()
+    host = Host()
+    sup = root(host, [worker("flaky", "tests.test_hosted.Flaky", hosted=True)])
+    first = Flaky.made[-1]
+    assert host.watching == [first.r]
+    row = sup.rows()[0]
+    assert row["state"] == "running" and row["pid"] is None and row["messages"] == 0
+
+    assert sup.serve(first.r)  # its descriptor: it raises
+    assert first.closed
+    second = Flaky.made[-1]
+    assert second is not first and not second.closed
+    assert host.watching == [second.r]
+    row = sup.rows()[0]
+    assert row["state"] == "running" and row["restarts"] == 1
+    r, w = os.pipe()
+    try:
+        assert not sup.serve(r), "a descriptor no hosted worker watches is not ours"
+    finally:
+        os.close(r)
+        os.close(w)
+    assert Flaky.made[-1] is second
+
+    # An orderly stop closes it, and the supervisor reports it is done.
+    sup.apply(sup.core.shutdown(time.monotonic()))
+    assert second.closed and host.watching == [] and host.done
+
+
+class GaveUp(Exception):
+    pass
+
+
+def test_a_hosted_worker_that_cannot_start_is_retried_then_given_up(monkeypatch):
+    def escalate(status: int) -> None:  # the root's way out: os._exit(71)
+        raise GaveUp(status)
+
+    monkeypatch.setattr("supervisors.supervisor.os._exit", escalate)
+    host = Host()
+    attempts = []
+    monkeypatch.setattr(Flaky, "__init__", lambda *a: attempts.append(1) or Flaky.refuse())
+    with pytest.raises(GaveUp):
+        root(host, [worker("deaf", "tests.test_hosted.Flaky", hosted=True)], intensity=2)
+    # The first attempt and two restarts, then the root gives up (escalates).
+    assert len(attempts) == 3 and host.watching == []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Workers:
+    """A ListenerHost: records the sockets it is asked to hand to workers."""
+
+    node_id = "t"
+
+    def __init__(self, up: bool = True) -> None:
+        self.up = up
+        self.got: list[tuple[str, dict]] = []
+
+    def workers_up(self, name: str) -> bool:
+        return self.up
+
+    def to_workers(self, name: str, args: dict) -> None:
+        self.got.append((name, args))
+
+
+def test_the_listener_hands_connections_on_and_its_forks_do_not_keep_its_sockets():
+    port = free_port()
+    workers = Workers()
+    listener = Listener({"ports": [{"bind": f"127.0.0.1:{port}", "workers": "w"}]}, workers)
+    try:
+        (fd,) = listener.watching
+        client = socket.create_connection(("127.0.0.1", port))
+        deadline = time.monotonic() + 5
+        while not workers.got and time.monotonic() < deadline:
+            listener.ready(fd)
+        assert [name for name, _ in workers.got] == ["w"] and listener.accepted == 1
+        mine = socket.socket(fileno=workers.got[0][1]["fd"].detach())
+        mine.sendall(b"hi")
+        assert client.recv(2) == b"hi"
+        mine.close()
+        client.close()
+
+        pid = os.fork()
+        if pid == 0:  # a process node_sup forks: the listening socket is not its own
+            try:
+                os.fstat(fd)
+            except OSError:
+                os._exit(0)
+            os._exit(1)
+        assert os.waitpid(pid, 0)[1] == 0
+        os.fstat(fd)  # and ours is still open
+    finally:
+        listener.close()
+    assert listener.watching == [] and not _NOT_INHERITED
+
+
+def test_a_listener_on_a_port_taken_fails_to_start_and_keeps_nothing_open():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        spec = {"ports": [{"bind": f"127.0.0.1:{free_port()}", "workers": "a"}]}
+        spec["ports"].append({"bind": f"127.0.0.1:{port}", "workers": "b"})
+        with pytest.raises(OSError):
+            Listener(spec, Workers())
+    assert not _NOT_INHERITED
