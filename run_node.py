@@ -374,7 +374,7 @@ def run(config: dict[str, Any]) -> int:
     from thespian.actors import ActorSystem
 
     from actors.base import Init, Started, lean_actor_system, loopback_only, set_title
-    from actors.immortal import immortalize
+    from actors.immortal import immortalize, trim_free_memory
     from protocols import link, wire
     from supervisors.supervisor import Shutdown, Supervisor
     from supervisors.tree import node_tree
@@ -397,8 +397,9 @@ def run(config: dict[str, Any]) -> int:
     if config["keyring"]:
         warm_up_crypto(config["keyring"])
     # Last before the first fork: what is alive now stays shared by every process of the
-    # node (Python 3.12 and later; actors/immortal.py).
+    # node (Python 3.12 and later), and what was freed goes back (actors/immortal.py).
     immortalize()
+    trim_free_memory()
     try:
         system = ActorSystem(
             "multiprocTCPBase",

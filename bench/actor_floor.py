@@ -92,10 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     import supervisors.supervisor  # noqa: F401
     import supervisors.tree  # noqa: F401
     from actors.base import lean_actor_system
-    from actors.immortal import immortalize
+    from actors.immortal import immortalize, trim_free_memory
 
     lean_actor_system()
     immortal = 0 if args.mortal else immortalize()
+    trim_free_memory()
     imports = round(anonymous_mib() - before, 2)
     os.register_at_fork(after_in_child=_remember_fork)
 
