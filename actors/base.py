@@ -263,6 +263,41 @@ class ExitingNormally:
     child_id: str
 
 
+@dataclass(frozen=True)
+class Hosted:
+    """A child that runs inside its supervisor's process, not as a process of its own:
+    a worker supervisor, the listener, Membership (issue 8: a process costs 4-6 MiB of a
+    node's 64). It is what its siblings find in their context: ``address`` is the host
+    process's actor, ``handle`` names this incarnation (a restarted one is a different
+    value). A ``send`` to it goes to the host, wrapped in ``ToHosted``."""
+
+    address: Any
+    handle: str
+
+    def __str__(self) -> str:  # as an address's: the same for every copy (not an id())
+        return f"{self.address}/{self.handle}"
+
+
+@dataclass
+class ToHosted:
+    """A message for the hosted child ``handle`` of the process it is sent to."""
+
+    handle: str
+    msg: Any
+
+
+@dataclass
+class HostedTimer:
+    """A hosted actor's ``wakeupAfter``: the host's timer, routed back to it by ``handle``."""
+
+    handle: str
+    payload: Any
+
+
+class HostedCrash(Exception):
+    """A hosted actor crashed (the message: its traceback): its host restarts it."""
+
+
 class SatelliteActor(Actor):
     """Base of all our actors. Subclasses implement ``init`` and ``handle``."""
 
@@ -301,6 +336,8 @@ class SatelliteActor(Actor):
     threaded_io = False  # True: a thread of ours polls ``watching``, not Thespian's loop
 
     def send(self, target: Any, msg: Any) -> None:
+        if type(target) is Hosted:
+            target, msg = target.address, ToHosted(target.handle, msg)
         io = self._io
         if io is not None and not io.in_actor_thread():
             io.defer(Actor.send, self, target, msg)
@@ -384,3 +421,84 @@ class SatelliteActor(Actor):
             self.send(self.supervisor, ExitingNormally(self.child_id))
         else:
             self.send(self.myAddress, ActorExitRequest())
+
+
+# --- an actor run inside its supervisor's process -------------------------------------------
+
+
+class _InHost:
+    """Mixed in before a SatelliteActor subclass: the same actor, run by ``HostedActor``
+    inside its host's process. What it sends goes out through the host (as the host's
+    sender); its timers are the host's; its address routes back to it; a crash raises
+    ``HostedCrash`` instead of ending the process."""
+
+    _host: Any
+    _handle: str
+    threaded_io = False
+
+    @property
+    def myAddress(self) -> Hosted:  # noqa: N802 - Thespian's name
+        return Hosted(self._host.myAddress, self._handle)
+
+    def send(self, target: Any, msg: Any) -> None:
+        self._host.send(target, msg)
+
+    def wakeupAfter(self, timePeriod: Any, payload: Any = None) -> None:  # noqa: N802, N803
+        self._host.wakeupAfter(timePeriod, payload=HostedTimer(self._handle, payload))
+
+    def crash(self) -> None:
+        raise HostedCrash(traceback.format_exc())
+
+    def exit_normally(self) -> None:
+        raise HostedCrash("it left on its own, which a hosted actor may not")
+
+
+_hosted_classes: dict[type, type] = {}
+
+
+class HostedActor:
+    """A SatelliteActor subclass served by its supervisor's process (``host``, the
+    Supervisor actor) instead of a process of its own. Its host hands it what is
+    addressed to it (``receive``), its readable descriptors (``ready``), its context;
+    an exception out of any of them is its crash."""
+
+    def __init__(
+        self, cls: type, args: dict, host: Any, role: str, handle: str, context: dict
+    ) -> None:
+        hosted = _hosted_classes.get(cls)
+        if hosted is None:
+            hosted = _hosted_classes[cls] = type(cls.__name__, (_InHost, cls), {})
+        actor = hosted()
+        actor._host, actor._handle = host, handle
+        actor.role = self.role = role
+        actor.child_id = args.get("child_id", role)
+        actor.supervisor = host.myAddress
+        actor.context = dict(context)
+        try:
+            actor.init(args)
+        except HostedCrash:
+            raise
+        except Exception as exc:
+            raise HostedCrash(traceback.format_exc()) from exc
+        actor._initialised = True
+        self.actor = actor
+
+    @property
+    def watching(self) -> list[int]:
+        return list(self.actor.watching)
+
+    @property
+    def messages(self) -> int:
+        return self.actor.messages
+
+    def receive(self, msg: Any, sender: Any) -> None:
+        self.actor._receive(msg, sender)
+
+    def ready(self, fd: int) -> None:
+        self.actor._receive(WatchMessage([fd]), None)
+
+    def on_context(self, context: dict) -> None:
+        self.actor._receive(Context(context), None)
+
+    def close(self) -> None:
+        self.actor._receive(ActorExitRequest(), None)

@@ -16,7 +16,6 @@ import errno
 import os
 import socket
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from multiprocessing.reduction import DupFd
 from typing import Any, Protocol
@@ -24,7 +23,7 @@ from typing import Any, Protocol
 from loguru import logger
 from thespian.actors import WakeupMessage, WatchMessage
 
-from actors.base import SatelliteActor
+from actors.base import Hosted, SatelliteActor
 from protocols import link, wire
 from protocols.secure import Channel, Handshake, SecureError
 
@@ -48,20 +47,6 @@ class StartWorker:
     def __init__(self, args: dict, supervisor: str | None = None) -> None:
         self.args = args
         self.supervisor = supervisor
-
-
-@dataclass(frozen=True)
-class Hosted:
-    """A supervisor that runs inside another supervisor's process (``address``), as one
-    of its siblings sees it in its context: a supervisor only starts, watches and stops
-    its children, which does not earn a process of its own (about 6 MiB, issue 8).
-    ``handle`` names this incarnation: a restarted one is a different value."""
-
-    address: Any
-    handle: str
-
-    def __str__(self) -> str:  # as an address's: the same for every copy (not an id())
-        return f"{self.address}/{self.handle}"
 
 
 def start_worker(actor: Any, workers: Any, args: dict) -> None:
@@ -624,7 +609,7 @@ class Listener:
         self.host = host
         self.role = role
         self.ports: dict[int, tuple[socket.socket, str]] = {}
-        self.accepted = 0  # connections handed to a supervisor, for topology
+        self.messages = 0  # connections handed to a supervisor, for topology
         try:
             for spec in args["ports"]:
                 host_name, port = split_addr(spec["bind"])
@@ -664,7 +649,7 @@ class Listener:
                 if self.host.workers_up(workers_name):
                     # The worker takes its own duplicate of the socket; ours can go.
                     self.host.to_workers(workers_name, {"fd": DupFd(conn.fileno())})
-                    self.accepted += 1
+                    self.messages += 1
             finally:
                 _NOT_INHERITED.pop(conn.fileno(), None)
                 conn.close()

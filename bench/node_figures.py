@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
             node = alive[1]
             roles = {}
-            for child_id in ("gossip", "membership"):
+            for child_id in ("gossip", "state"):
                 row = find(tree_of(node), child_id)
                 t0 = time.monotonic()
                 os.kill(row["pid"], signal.SIGKILL)

@@ -419,7 +419,6 @@ def _rows(row: Mapping) -> list[dict]:
 # Process titles (``satellite[<node>] <Role>``) -> the tree's ids, for local_actor_rows.
 TITLES = {
     "Supervisor:node_sup": "node_sup",
-    "Membership": "membership",
     "Gossip": "gossip",
     "State": "state",
     "NetworkScanner": "network_scanner",

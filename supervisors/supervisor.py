@@ -23,12 +23,17 @@ from thespian.actors import ActorExitRequest, ChildActorExited, WakeupMessage, W
 from actors.base import (
     Context,
     ExitingNormally,
+    Hosted,
+    HostedActor,
+    HostedCrash,
+    HostedTimer,
     Init,
     SatelliteActor,
     Started,
     Stats,
+    ToHosted,
 )
-from actors.connection import Hosted, StartWorker, start_worker
+from actors.connection import StartWorker, start_worker
 from actors.overlay import Answer, PeerGone, Query, WorkerExited
 from supervisors import core
 
@@ -66,9 +71,10 @@ class Sup:
     Its parent sees it as any child: started, stopped (it stops its own children first),
     killed (its children are), and exited when it gives up (Escalate).
 
-    A worker spec may be hosted too (the listener): an object, not an actor, that the
-    host process serves (``watching``, ``ready``, ``close``). An exception out of it is
-    its crash: it is closed, and its exit goes to the core like any child's."""
+    A worker spec may be hosted too: an object the host process serves (``watching``,
+    ``ready``, ``close``): the listener, or an actor class run by ``HostedActor``
+    (Membership), which also gets what is sent to it and its context. An exception out
+    of it is its crash: it is closed, and its exit goes to the core like any child's."""
 
     def __init__(
         self, host: Supervisor, key: str, args: dict, context: dict, parent: Sup | None = None
@@ -108,7 +114,7 @@ class Sup:
             handle = row.get("handle")
             if row.get("state") != "running":
                 continue
-            if handle in self.hosted:
+            if handle in self.hosted or handle in self.hosted_workers:
                 ctx[row["id"]] = Hosted(self.host.myAddress, handle)
             elif handle in self.addresses:
                 ctx[row["id"]] = self.addresses[handle]
@@ -122,6 +128,9 @@ class Sup:
         for sub in self.hosted.values():
             sub.context = ctx
             sub.broadcast_context()
+        for handle, worker in list(self.hosted_workers.items()):
+            if hasattr(worker, "on_context"):
+                self.run_hosted(handle, worker.on_context, ctx)
 
     # -- what the host routes to us -------------------------------------------------------
 
@@ -268,34 +277,53 @@ class Sup:
         args = {**dict(spec.args), **dict(effect.args or {}), "child_id": effect.id}
         role = args.get("role") or spec.start.rpartition(".")[2]
         self.core.spawned(effect.id, handle)
+        cls = _import(spec.start)
         try:
-            worker = _import(spec.start)(args, self, role)
+            if isinstance(cls, type) and issubclass(cls, SatelliteActor):
+                worker = HostedActor(cls, args, self.host, role, handle, self.child_context())
+            else:
+                worker = cls(args, self, role)
         except OSError as exc:  # a port taken, say: one line, and the core decides
             logger.error("[{}] {} could not start: {}", self.node_id, role, exc)
             self.apply(self.core.exited(now, handle))
             return
-        except Exception:
-            logger.error("[{}] {} crashed:\n{}", self.node_id, role, traceback.format_exc())
+        except Exception as exc:
+            logger.error("[{}] {} crashed:\n{}", self.node_id, role, crash_text(exc))
             self.apply(self.core.exited(now, handle))
             return
         self.hosted_workers[handle] = worker
         self.started_at[handle] = time.time()
         self.host.refresh_watching()
         self.apply(self.core.started(now, effect.id, handle))
+        self.broadcast_context()
 
     def serve(self, fd: int) -> bool:
         """``fd`` is readable: to the hosted worker watching it, if one of ours is."""
         for handle, worker in list(self.hosted_workers.items()):
             if fd in worker.watching:
-                try:
-                    worker.ready(fd)
-                except Exception:
-                    logger.error(
-                        "[{}] {} crashed:\n{}", self.node_id, worker.role, traceback.format_exc()
-                    )
-                    self.hosted_worker_gone(handle, normal=False)
+                self.run_hosted(handle, worker.ready, fd)
                 return True
         return False
+
+    def deliver(self, handle: str, msg: Any, sender: Any) -> bool:
+        """A message for our hosted actor ``handle``, if it is ours (and alive)."""
+        worker = self.hosted_workers.get(handle)
+        if worker is None:
+            return False
+        if hasattr(worker, "receive"):
+            self.run_hosted(handle, worker.receive, msg, sender)
+        return True
+
+    def run_hosted(self, handle: str, call: Any, *args: Any) -> None:
+        """Call into a hosted worker; whatever it raises is its crash."""
+        try:
+            call(*args)
+        except Exception as exc:
+            worker = self.hosted_workers.get(handle)
+            role = worker.role if worker is not None else handle
+            logger.error("[{}] {} crashed:\n{}", self.node_id, role, crash_text(exc))
+            self.hosted_worker_gone(handle, normal=False)
+        self.host.refresh_watching()  # what it watches may have changed
 
     def hosted_worker_gone(self, handle: str, normal: bool) -> None:
         """Stopped, killed or crashed: closed, and to our core the exit of that child."""
@@ -305,9 +333,12 @@ class Sup:
         self.started_at.pop(handle, None)
         try:
             worker.close()
+        except Exception as exc:  # closing is the end of it either way
+            logger.warning("[{}] {} did not close cleanly: {}", self.node_id, worker.role, exc)
         finally:
             self.host.refresh_watching()
             self.apply(self.core.exited(time.monotonic(), handle, normal))
+            self.broadcast_context()
 
     # -- what a hosted worker (the listener) asks of us -----------------------------------
 
@@ -334,7 +365,10 @@ class Sup:
         for sub in list(self.hosted.values()):
             sub.kill_all()
         for worker in self.hosted_workers.values():
-            worker.close()
+            try:
+                worker.close()
+            except Exception as exc:
+                logger.warning("[{}] {} did not close cleanly: {}", self.node_id, worker.role, exc)
         self.hosted_workers.clear()
         self.host.refresh_watching()
 
@@ -364,12 +398,19 @@ class Sup:
                     if handle in self.started_at
                     else None,
                     "pss": _pss(pid),
-                    # until the child answers; a hosted worker: what it has handed on
-                    "messages": worker.accepted if worker is not None else None,
+                    # until the child answers; a hosted worker: what it has handled
+                    "messages": worker.messages if worker is not None else None,
                     "children": sub.rows() if sub is not None else [],
                 }
             )
         return out
+
+
+def crash_text(exc: BaseException) -> str:
+    """A hosted child's crash as its log line shows it: the traceback of what it raised."""
+    if isinstance(exc, HostedCrash):
+        return str(exc)
+    return "".join(traceback.format_exception(exc))
 
 
 def kill(pid: int | None) -> None:
@@ -428,6 +469,13 @@ class Supervisor(SatelliteActor):
             if sup is not None:
                 sup.normal.add(str(sender))
             self.send(sender, ActorExitRequest())
+        elif isinstance(msg, ToHosted):
+            sups = list(self.sups.values())
+            if not any(sup.deliver(msg.handle, msg.msg, sender) for sup in sups):
+                if isinstance(msg.msg, StartWorker) and msg.handle in self.sups:
+                    self.sups[msg.handle].start_worker(now, msg.msg.args)
+                # else: for a hosted child that is gone (restarted since): dropped, as
+                # Thespian drops what is sent to a dead actor
         elif isinstance(msg, StartWorker):
             sup = self.sups.get(msg.supervisor or "")
             if sup is None:  # for a hosted supervisor that has stopped since
@@ -442,7 +490,10 @@ class Supervisor(SatelliteActor):
                     any(sup.serve(fd) for sup in list(self.sups.values()))
         elif isinstance(msg, WakeupMessage):
             payload = msg.payload
-            if payload == "launcher":
+            if isinstance(payload, HostedTimer):
+                msg.payload = payload.payload
+                any(sup.deliver(payload.handle, msg, sender) for sup in list(self.sups.values()))
+            elif payload == "launcher":
                 self.watch_launcher()
             elif isinstance(payload, tuple) and payload[0] == "topology":
                 self.finish_topology(payload[1])

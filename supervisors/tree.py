@@ -8,10 +8,10 @@
     ├── sensor            permanent   reads the temperature sensor (not with --sensor none)
     ├── peer_workers      supervisor  simple_one_for_one: one PeerWorker per TCP link (temporary)
     ├── client_workers    supervisor  simple_one_for_one: one ClientWorker per Antenna (temporary)
-    │                                 both hosted in node_sup's process (no process of their own)
     ├── listener          permanent   accepts on the peer port and the client port
-    │                                 hosted in node_sup's process too
     └── dashboard         permanent   only with --http: the web page, an Antenna of the client port
+
+    membership, the two worker supervisors and the listener run in node_sup's process.
 
 Why rest_for_one: each child depends on the ones before it and not on those after.
 Gossip's eager/lazy sets are derived from Membership's active view, so a Membership
@@ -19,16 +19,18 @@ restart (its views are gone) must restart Gossip too; every connection worker se
 to Membership and Gossip by address, so when either restarts, the links go down with
 them and HyParView rebuilds them from the passive view and the seeds. The listener
 or a worker dying touches nobody before it. One listener serves both ports, after both
-worker supervisors it hands sockets to. An actor is a process (about 5 MiB of a node's
-64 MiB budget, issue 8): the two worker supervisors and the listener are hosted in
-node_sup's process, for a supervisor only starts, watches and stops, a listener only
-accepts, and node_sup is the Thespian parent of the workers anyway. To the tree they
-are children as any other (restarted, stopped, shown by topology, without a pid of
-their own); the processes node_sup forks close their copies of the listener's sockets.
-So a restart of either worker supervisor restarts the listener too, and both ports
-close for a moment. Connection workers
-are temporary: a broken TCP connection is not restarted by the supervisor, it is a
-membership event, and HyParView decides whether to dial again. The two worker supervisors are
+worker supervisors it hands sockets to.
+
+Hosted children (``hosted=True``): an actor is a process, 4-6 MiB of a node's 64 MiB
+budget (issue 8), and these do not earn one. A supervisor only starts, watches and
+stops; a listener only accepts; Membership handles a few messages a second, and a
+crash of it restarts everything after it anyway (rest_for_one). What a process of its
+own would buy, node_sup living through a hang or a hard crash in that code, is not
+worth 4-6 MiB a child. To the tree they are children as any other (started, restarted on a crash,
+stopped, shown by topology without a pid of their own); the processes node_sup forks
+close their copies of the listener's sockets. Connection workers are temporary: a
+broken TCP connection is not restarted by the supervisor, it is a membership event,
+and HyParView decides whether to dial again. The two worker supervisors are
 simple_one_for_one, OTP's pattern for many children of one kind started on demand.
 """
 
@@ -45,8 +47,9 @@ def worker(
     role: str = "",
     hosted: bool = False,
 ) -> dict:
-    """``hosted``: an object served by the parent supervisor's process, not an actor of
-    its own (its class takes the args, the host and the role; see the listener)."""
+    """``hosted``: served by the parent supervisor's process, not a process of its own:
+    an actor class (run by ``actors.base.HostedActor``), or any class taking the args,
+    the host and the role (the listener)."""
     role = role or start.rpartition(".")[2]
     worker_args = dict(args or {}, role=role)
     if hosted:
@@ -100,6 +103,7 @@ def node_tree(config: dict[str, Any]) -> dict:
                     "incarnation": config["incarnation"],
                     "join": config["join"],
                 },
+                hosted=True,
             ),
             worker("gossip", "actors.overlay.Gossip", {"peer": peer}),
             worker(

@@ -294,7 +294,7 @@ def test_node_memory_lists_one_nodes_processes_and_stops_them(tmp_path) -> None:
     figures = json.loads(out.read_text())
     roles = [p["role"] for p in figures["processes"]]
     assert figures["links"] == 1
-    for role in ("Membership", "Gossip", "State", "PeerWorker", "ClientWorker"):
+    for role in ("Gossip", "State", "PeerWorker", "ClientWorker"):
         assert role in roles
     assert (
         0

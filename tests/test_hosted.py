@@ -1,14 +1,18 @@
-"""Hosted workers (the listener): served by their supervisor's process, supervised as
-any child. In-process: a stand-in for the Supervisor actor, and real sockets."""
+"""Hosted workers (the listener, Membership): served by their supervisor's process,
+supervised as any child. In-process: a stand-in for the Supervisor actor, and real
+sockets."""
 
 from __future__ import annotations
 
 import os
 import socket
 import time
+from datetime import timedelta
 
 import pytest
+from thespian.actors import WakeupMessage, WatchMessage
 
+from actors.base import Hosted, HostedActor, HostedTimer, SatelliteActor
 from actors.connection import _NOT_INHERITED, Listener
 from supervisors.supervisor import Sup
 from supervisors.tree import worker
@@ -24,6 +28,7 @@ class Host:
         self.sups: dict[str, Sup] = {}
         self.watching: list[int] = []
         self.sent: list = []
+        self.timers: list = []
         self.done = False
 
     def refresh_watching(self) -> None:
@@ -34,7 +39,7 @@ class Host:
         self.sent.append((to, msg))
 
     def wakeupAfter(self, delay, payload=None) -> None:  # noqa: N802 - Thespian's name
-        pass
+        self.timers.append((delay, payload))
 
     def createActor(self, cls):  # noqa: N802 - Thespian's name
         raise AssertionError("a hosted child must not become an actor")
@@ -51,7 +56,7 @@ class Flaky:
     def __init__(self, args: dict, host, role: str) -> None:
         self.role = role
         self.r, self.w = os.pipe()
-        self.accepted = 0
+        self.messages = 0
         self.closed = False
         Flaky.made.append(self)
 
@@ -132,6 +137,60 @@ def test_a_hosted_worker_that_cannot_start_is_retried_then_given_up(monkeypatch)
     assert len(attempts) == 3 and host.watching == []
 
 
+class Pinger(SatelliteActor):
+    """An actor as any of ours: answers, keeps a timer, watches a pipe (and crashes when
+    it is readable)."""
+
+    def init(self, args: dict) -> None:
+        self.r, self.w = os.pipe()
+        self.watching = [self.r]
+        self.wakeupAfter(timedelta(seconds=5), payload="tick")
+
+    def handle(self, msg, sender) -> None:
+        if msg == "ping":
+            self.send(sender, ("pong", self.myAddress, sorted(self.context)))
+        elif isinstance(msg, WakeupMessage):
+            self.send("clock", ("woken", msg.payload))
+        elif isinstance(msg, WatchMessage):
+            raise RuntimeError("boom")
+
+    def stopping(self) -> None:
+        os.close(self.r)
+        os.close(self.w)
+        self.watching = []
+
+
+def test_an_actor_hosted_in_its_supervisors_process_is_served_and_restarted_as_a_process():
+    host = Host()
+    sup = root(host, [worker("pinger", "tests.test_hosted.Pinger", hosted=True)])
+    ((handle, hosted),) = sup.hosted_workers.items()
+    assert isinstance(hosted, HostedActor) and hosted.role == "Pinger"
+    actor = hosted.actor
+    assert host.watching == [actor.r]
+    # Its timer is the host's, tagged with its handle; back through the host, it is its own.
+    ((delay, payload),) = [t for t in host.timers if isinstance(t[1], HostedTimer)]
+    assert delay == timedelta(seconds=5) and payload == HostedTimer(handle, "tick")
+    assert sup.deliver(handle, WakeupMessage(delay, "tick"), None)
+    assert host.sent[-1] == ("clock", ("woken", "tick"))
+    # What is sent to it comes with its sender; its own address routes back to it.
+    assert sup.deliver(handle, "ping", "asker")
+    assert host.sent[-1] == ("asker", ("pong", Hosted(Host.myAddress, handle), ["pinger"]))
+    assert hosted.messages == 2
+    assert not sup.deliver("nobody", "ping", "asker")
+
+    assert sup.serve(actor.r)  # readable: it raises, which is its crash
+    ((again, restarted),) = sup.hosted_workers.items()
+    assert again != handle and restarted.actor is not actor
+    assert actor.watching == [], "the crashed one was stopped (its pipe closed)"
+    assert host.watching == [restarted.actor.r]
+    row = sup.rows()[0]
+    assert (row["pid"], row["state"], row["restarts"]) == (None, "running", 1)
+    assert not sup.deliver(handle, "ping", "asker"), "the old incarnation is gone"
+
+    sup.apply(sup.core.shutdown(time.monotonic()))
+    assert restarted.actor.watching == [] and host.done
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -154,6 +213,8 @@ class Workers:
         self.got.append((name, args))
 
 
+# (the descriptor handed on started multiprocessing's sharing thread; the child only checks)
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_the_listener_hands_connections_on_and_its_forks_do_not_keep_its_sockets():
     port = free_port()
     workers = Workers()
@@ -164,7 +225,7 @@ def test_the_listener_hands_connections_on_and_its_forks_do_not_keep_its_sockets
         deadline = time.monotonic() + 5
         while not workers.got and time.monotonic() < deadline:
             listener.ready(fd)
-        assert [name for name, _ in workers.got] == ["w"] and listener.accepted == 1
+        assert [name for name, _ in workers.got] == ["w"] and listener.messages == 1
         mine = socket.socket(fileno=workers.got[0][1]["fd"].detach())
         mine.sendall(b"hi")
         assert client.recv(2) == b"hi"

@@ -149,17 +149,19 @@ def descriptors_of(pid: int) -> list[int]:
     return out
 
 
-def test_the_listener_lives_in_node_sup_and_only_node_sup_holds_its_sockets(trio):
+def test_the_listener_and_membership_live_in_node_sup_and_only_node_sup_holds_its_sockets(trio):
     node = trio.nodes[1]
     ports = {node.peer_port, node.client_port}
     with node.antenna() as antenna:
-        antenna.members()  # one connection on the client port at least
+        assert len(antenna.members()) == 3  # Membership answers; a client connection
         tree = antenna.topology()["tree"]
-        listener = find(tree, "listener")
-        # Hosted: no process of its own; it counts the connections it handed on.
-        assert listener["pid"] is None and listener["state"] == "running"
-        assert listener["messages"] >= 1
-        assert "Listener" not in {" ".join(psutil.Process(p).cmdline()) for p in node.pids()}
+        # Hosted: no process of their own; each counts what it handled.
+        for child_id in ("listener", "membership"):
+            row = find(tree, child_id)
+            assert row["pid"] is None and row["state"] == "running", row
+            assert row["messages"] >= 1
+        titles = {" ".join(psutil.Process(p).cmdline()) for p in node.pids()}
+        assert not any(t.endswith(("Listener", "Membership")) for t in titles), titles
         listening: dict[int, list[int]] = defaultdict(list)
         held: dict[int, list[int]] = defaultdict(list)
         accepted = established_inodes(ports)
@@ -179,7 +181,7 @@ def test_the_listener_lives_in_node_sup_and_only_node_sup_holds_its_sockets(trio
         assert len(pids) == len(set(pids)) <= 2, pids
 
 
-@pytest.mark.parametrize("child_id", ["membership", "gossip"])
+@pytest.mark.parametrize("child_id", ["gossip", "state"])
 def test_a_killed_actor_is_restarted_and_events_flow_again(trio, child_id):
     node = trio.nodes[1]
     before = find(tree_of(node), child_id)
@@ -255,7 +257,7 @@ def lone(tmp_path):
 
 
 def test_sigterm_stops_every_process_within_5_seconds(lone):
-    assert len(lone.pids()) >= 8  # launcher, admin, supervisors and workers
+    assert len(lone.pids()) >= 7  # launcher, admin, node_sup, Gossip, State, the readers
     lone.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: not lone.pids(), 5, "every process to be gone")
     assert lone.proc.wait(1) == 0

@@ -415,12 +415,13 @@ def test_one_node_as_json(office3: Cluster) -> None:
     assert node["tree"]["strategy"] == "rest_for_one"
     live = pids(node["tree"])
     # node_sup and its permanent children, each its own process; the two worker
-    # supervisors and the listener are hosted in node_sup's and show no pid of their own.
-    assert len(live) == len(set(live)) >= 6
+    # supervisors, the listener and Membership are hosted in node_sup's: no pid of their own.
+    assert len(live) == len(set(live)) >= 5
     hosted = [c for c in node["tree"]["children"] if c["id"].endswith("_workers")]
     assert [(c["type"], c["pid"], c["pss"]) for c in hosted] == [("supervisor", None, None)] * 2
-    (listener,) = [c for c in node["tree"]["children"] if c["id"] == "listener"]
-    assert (listener["type"], listener["pid"], listener["state"]) == ("worker", None, "running")
+    for child_id in ("listener", "membership"):
+        (row,) = [c for c in node["tree"]["children"] if c["id"] == child_id]
+        assert (row["type"], row["pid"], row["state"]) == ("worker", None, "running")
     for pid in live:
         assert psutil.pid_exists(pid), pid
     assert set(live) <= first.pids()  # and they are this node's processes
