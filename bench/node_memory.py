@@ -1,9 +1,10 @@
 """One node's memory, process by process (issue 8's memory budget).
 
-    python bench/node_memory.py [--nodes 6] [--key-file FILE] [--json FILE]
+    python bench/node_memory.py [--nodes 6] [--key-file FILE] [--sensing] [--json FILE]
 
 Starts ``--nodes`` nodes on 127.0.0.1 (``--sensor none --network-scan none``, as
-bench/compare.py runs them), waits for a whole overlay, attaches one Antenna to the
+bench/compare.py runs them; with ``--sensing``, the simulated sensor and the ARP
+scanner, as on a Pi), waits for a whole overlay, attaches one Antenna to the
 first node (with 6 nodes and active views of 5, it then has 5 peer links and 1 client:
 the budget's case), and prints each of that node's processes with its PSS and USS, and
 the node's total PSS. Stops everything it started.
@@ -37,12 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--key-file", metavar="FILE", help="run the nodes with this cluster key (satellite keygen)"
     )
+    p.add_argument(
+        "--sensing",
+        action="store_true",
+        help="with the simulated sensor and the ARP scanner, as a Pi runs (two processes more)",
+    )
     args = p.parse_args(argv)
     if not 1 <= args.nodes <= 30:
         print("node_memory.py: error: --nodes takes 1..30", file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="satmem-"))
-    flags: tuple[str, ...] = ("--sensor", "none", "--network-scan", "none")
+    flags: tuple[str, ...] = () if args.sensing else ("--sensor", "none", "--network-scan", "none")
     if args.key_file:
         if not Path(args.key_file).is_file():
             print(f"node_memory.py: error: no key file {args.key_file}", file=sys.stderr)

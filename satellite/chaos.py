@@ -421,8 +421,6 @@ TITLES = {
     "Supervisor:node_sup": "node_sup",
     "Gossip": "gossip",
     "State": "state",
-    "NetworkScanner": "network_scanner",
-    "SensorReader": "sensor",
     "PeerWorker": "peer_worker",
     "ClientWorker": "client_worker",
     "Dashboard": "dashboard",

@@ -11,7 +11,7 @@
     ├── listener          permanent   accepts on the peer port and the client port
     └── dashboard         permanent   only with --http: the web page, an Antenna of the client port
 
-    membership, the two worker supervisors and the listener run in node_sup's process.
+    all but gossip, state and the workers run in node_sup's process.
 
 Why rest_for_one: each child depends on the ones before it and not on those after.
 Gossip's eager/lazy sets are derived from Membership's active view, so a Membership
@@ -24,7 +24,8 @@ worker supervisors it hands sockets to.
 Hosted children (``hosted=True``): an actor is a process, 4-6 MiB of a node's 64 MiB
 budget (issue 8), and these do not earn one. A supervisor only starts, watches and
 stops; a listener only accepts; Membership handles a few messages a second, and a
-crash of it restarts everything after it anyway (rest_for_one). What a process of its
+crash of it restarts everything after it anyway (rest_for_one); the network scanner
+and the sensor reader read a file or the I2C bus once an interval. What a process of its
 own would buy, node_sup living through a hang or a hard crash in that code, is not
 worth 4-6 MiB a child. To the tree they are children as any other (started, restarted on a crash,
 stopped, shown by topology without a pid of their own); the processes node_sup forks
@@ -118,13 +119,14 @@ def node_tree(config: dict[str, Any]) -> dict:
                     "http": config.get("http"),
                 },
             ),
-            # A process each, so only when there is something to read (not with "none").
+            # Only when there is something to read (not with "none").
             *only_if(
                 config["network_scan"] != "none",
                 worker(
                     "network_scanner",
                     "actors.sensing.NetworkScanner",
                     {"scan": config["network_scan"], "interval": config["read_interval"]},
+                    hosted=True,
                 ),
             ),
             *only_if(
@@ -133,6 +135,7 @@ def node_tree(config: dict[str, Any]) -> dict:
                     "sensor",
                     "actors.sensing.SensorReader",
                     {"sensor": config["sensor"], "interval": config["read_interval"]},
+                    hosted=True,
                 ),
             ),
             supervisor(
