@@ -461,7 +461,7 @@ def run_ours(
         # connection workers (a node may hold a 6th connection for a moment: a shuffle,
         # a NEIGHBOR request it is turning down), with 5 links in its active view.
         workers = {
-            name: Counter(role_of(pid) for pid in p if role_of(pid).endswith("Worker"))
+            name: Counter(r for r in map(role_of, p) if r.endswith("Worker"))
             for name, p in pids.items()
         }
         out["connection_workers_by_node"] = {n: dict(w) for n, w in workers.items()}

@@ -101,10 +101,10 @@ RESTART_ALLOWANCE = 10.0
 PARTITION_GAP = (15.0, 25.0)  # seconds between the starts of two partitions ("every ~20 s")
 PARTITION_FIRST = (5.0, 15.0)
 PARTITION_LENGTH = (5.0, 10.0)
-# A Gossip kill (or a Membership one: rest_for_one restarts Gossip too): within this long
-# the supervisor has a new Gossip, and the node's clients send to it again.
+# A Gossip kill: within this long the supervisor has a new Gossip, and the node's clients
+# send to it again. (Membership has no process of its own to kill: node_sup hosts it.)
 GOSSIP_RESTART = 5.0
-GOSSIP_ROLES = ("gossip", "membership", "node_sup")
+GOSSIP_ROLES = ("gossip", "node_sup")
 # An acknowledged event that never left its origin is put down to the origin's crash only
 # if the crash came this soon after it (on a starved machine a Gossip's mailbox can hold
 # it that long, or a node just restarted can take that long to find a peer); later, the
@@ -1444,8 +1444,8 @@ class Chaos:
             # Never a pid that is not this node's actor (gone since, or on another machine).
             self.skip("kill_actor", f"{m.name}: pid {pid} is not its {role} here")
             return
-        # Read its delivery log up to now: a Gossip restart starts a new, empty one (rest_for_one
-        # restarts Gossip after a Membership kill; killing the root takes the node down).
+        # Read its delivery log up to now: a Gossip restart starts a new, empty one (killing
+        # the root takes the node down).
         polled = self.poll(m, quick=True) if role in GOSSIP_ROLES else True
         if self.phase_over.is_set():
             return  # the fault phase ended while we asked: no fault during the heal
@@ -1477,9 +1477,6 @@ class Chaos:
             m.restart_at = at + SYSTEMD_RESTART
             self.node_exits.append({"node": m.name, "at": round(at, 3), "cause": "node_sup killed"})
             return
-        if role == "membership":
-            with self.lock:
-                m.wanted += 1  # a new Membership holds no block list and no faults
         if role not in TEMPORARY:
             with self.lock:
                 self.pending_recovery.append((m, str(row["id"]), pid, at, len(m.downtimes)))

@@ -470,12 +470,9 @@ class Supervisor(SatelliteActor):
                 sup.normal.add(str(sender))
             self.send(sender, ActorExitRequest())
         elif isinstance(msg, ToHosted):
-            sups = list(self.sups.values())
-            if not any(sup.deliver(msg.handle, msg.msg, sender) for sup in sups):
-                if isinstance(msg.msg, StartWorker) and msg.handle in self.sups:
-                    self.sups[msg.handle].start_worker(now, msg.msg.args)
-                # else: for a hosted child that is gone (restarted since): dropped, as
-                # Thespian drops what is sent to a dead actor
+            # For a hosted child that is gone (restarted since): dropped, as Thespian drops
+            # what is sent to a dead actor. (Hosted supervisors get StartWorker instead.)
+            any(sup.deliver(msg.handle, msg.msg, sender) for sup in list(self.sups.values()))
         elif isinstance(msg, StartWorker):
             sup = self.sups.get(msg.supervisor or "")
             if sup is None:  # for a hosted supervisor that has stopped since

@@ -94,9 +94,10 @@ def interpreters() -> list[str]:
     return list(found.values())
 
 
-def run(python: str) -> dict:
+def run(python: str, script: str = SCRIPT) -> dict:
+    """``script`` in a fresh ``python``, the project importable; what it printed, as JSON."""
     proc = subprocess.run(
-        [python, "-c", SCRIPT],
+        [python, "-c", script],
         cwd=ROOT,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
         capture_output=True,
@@ -165,15 +166,6 @@ TRIM = textwrap.dedent(
 
 
 def test_free_memory_goes_back_to_the_kernel_before_the_forks():
-    proc = subprocess.run(
-        [sys.executable, "-c", TRIM],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
+    out = run(sys.executable, TRIM)
     assert out["trimmed"] is True  # glibc, as on Raspberry Pi OS
     assert out["freed"] > 20 << 20  # most of the 36 MiB freed
