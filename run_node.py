@@ -472,11 +472,10 @@ def reap_exited_children() -> None:
 
 
 def warm_up_crypto(keyring: list[bytes]) -> None:
-    """One key handshake and one sealed record, in memory, before the forks: the
-    cryptography library and OpenSSL set themselves up on first use, about 1.2 MiB of
-    private memory in every process that sealed anything (each connection worker,
-    Membership for its datagrams). Done here, those pages are shared by the node's
-    processes (issue 8)."""
+    """One key handshake and one sealed record, in memory, before the forks: OpenSSL
+    and our binding of it (protocols/aead.py) set themselves up on first use, in every
+    process that seals anything (each connection worker, node_sup for Membership's
+    datagrams). Done here, those pages are shared by the node's processes (issue 8)."""
     from protocols.secure import Handshake
 
     ours, theirs = Handshake(keyring, True, bytes(16)), Handshake(keyring, False, bytes(16))

@@ -8,13 +8,22 @@ scanner, as on a Pi), waits for a whole overlay, attaches one Antenna to the
 first node (with 6 nodes and active views of 5, it then has 5 peer links and 1 client:
 the budget's case), and prints each of that node's processes with its PSS and USS, and
 the node's total PSS. Stops everything it started.
+
+PSS splits a page among every process that maps it, on the whole machine: here the
+pages of libpython and of the shared libraries are split among all the nodes of the
+run, where on a Pi the one node holds them. Run as root, it also prints the node's
+pages as if it ran alone (each physical page any of its processes maps, counted once
+and whole, from /proc/PID/pagemap): the figure for a Pi, give or take the pages of
+libc and libcrypto that a Pi's other programs share.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import struct
 import sys
 import tempfile
 import time
@@ -29,6 +38,37 @@ from bench.cluster import Cluster, run_script, wait_for, whole_and_symmetric  # 
 from bench.compare import node_links, role_of  # noqa: E402
 
 MIB = 1024 * 1024
+PAGE = os.sysconf("SC_PAGE_SIZE")
+_PRESENT, _PFN = 1 << 63, (1 << 55) - 1
+
+
+def physical_pages(pid: int) -> set[int]:
+    """The page frames ``pid`` has mapped (/proc/PID/pagemap; needs root, else empty)."""
+    frames: set[int] = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        for line in maps:
+            fields = line.split()
+            if len(fields) > 5 and fields[5] == "[vsyscall]":
+                continue  # not in the page tables: reading it fails
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            pagemap.seek(start // PAGE * 8)
+            data = pagemap.read((end - start) // PAGE * 8)
+            for (entry,) in struct.iter_unpack("Q", data):
+                if entry & _PRESENT and entry & _PFN:
+                    frames.add(entry & _PFN)
+    return frames
+
+
+def alone_bytes(pids: list[int]) -> int | None:
+    """The memory of these processes if nothing else shared a page of it: every page
+    frame any of them maps, once. None when the frames cannot be read (not root)."""
+    frames: set[int] = set()
+    for pid in pids:
+        try:
+            frames |= physical_pages(pid)
+        except OSError:
+            return None
+    return len(frames) * PAGE if frames else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 except psutil.Error:
                     continue
                 rows.append({"pid": pid, "role": role_of(pid), "pss": info.pss, "uss": info.uss})
+            alone = alone_bytes([r["pid"] for r in rows])
             links = node_links(node)
     finally:
         cluster.stop()
@@ -78,8 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"  {r['role']:<28} PSS {r['pss'] / MIB:6.2f} MiB  USS {r['uss'] / MIB:6.2f} MiB")
     print(f"  {'total':<28} PSS {total / MIB:6.1f} MiB")
+    if alone is not None:
+        print(f"  {'alone (every page whole)':<28}     {alone / MIB:6.1f} MiB")
+    else:
+        print("  (as root, also the node's pages as if it ran alone, as on a Pi)")
     if args.json:
         out = {"links": links, "processes": rows, "pss_mib": round(total / MIB, 2)}
+        if alone is not None:
+            out["alone_mib"] = round(alone / MIB, 2)
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
 

@@ -41,12 +41,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from protocols import wire
+from protocols.aead import ChaCha20Poly1305, InvalidTag, hkdf_sha256
 from protocols.hyparview import Neighbor, NeighborReply, Shuffle, ShuffleReply
 from protocols.secure import KEY_ID_BYTES, key_id
 from protocols.wire import PEER, UInt, register
@@ -111,8 +107,7 @@ register("letter", Letter, [("from", "sender", PEER), ("ms", "sent_ms", UInt((1 
 
 
 def _datagram_key(key: bytes) -> ChaCha20Poly1305:
-    hkdf = HKDF(hashes.SHA256(), 32, salt=None, info=b"satellite datagram")
-    return ChaCha20Poly1305(hkdf.derive(key))
+    return ChaCha20Poly1305(hkdf_sha256(key, 32, salt=None, info=b"satellite datagram"))
 
 
 class Postbox:

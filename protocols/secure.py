@@ -31,12 +31,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from protocols import wire
+from protocols.aead import ChaCha20Poly1305, InvalidTag, hkdf_sha256
 from protocols.wire import Blob, register
 
 KEY_BYTES = 32
@@ -131,8 +127,7 @@ def _proof(key: bytes, side: bytes, first: bytes, second: bytes) -> bytes:
 
 
 def _derive(key: bytes, nonce_i: bytes, nonce_r: bytes, direction: bytes) -> bytes:
-    hkdf = HKDF(hashes.SHA256(), KEY_BYTES, salt=nonce_i + nonce_r, info=b"satellite " + direction)
-    return hkdf.derive(key)
+    return hkdf_sha256(key, KEY_BYTES, salt=nonce_i + nonce_r, info=b"satellite " + direction)
 
 
 class Sealer:

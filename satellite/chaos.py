@@ -420,7 +420,6 @@ def _rows(row: Mapping) -> list[dict]:
 TITLES = {
     "Supervisor:node_sup": "node_sup",
     "Gossip": "gossip",
-    "State": "state",
     "PeerWorker": "peer_worker",
     "ClientWorker": "client_worker",
     "Dashboard": "dashboard",

@@ -11,7 +11,7 @@
     ├── listener          permanent   accepts on the peer port and the client port
     └── dashboard         permanent   only with --http: the web page, an Antenna of the client port
 
-    all but gossip, state and the workers run in node_sup's process.
+    all but gossip and the workers run in node_sup's process.
 
 Why rest_for_one: each child depends on the ones before it and not on those after.
 Gossip's eager/lazy sets are derived from Membership's active view, so a Membership
@@ -25,13 +25,16 @@ Hosted children (``hosted=True``): an actor is a process, 4-6 MiB of a node's 64
 budget (issue 8), and these do not earn one. A supervisor only starts, watches and
 stops; a listener only accepts; Membership handles a few messages a second, and a
 crash of it restarts everything after it anyway (rest_for_one); the network scanner
-and the sensor reader read a file or the I2C bus once an interval. What a process of its
-own would buy, node_sup living through a hang or a hard crash in that code, is not
-worth 4-6 MiB a child. To the tree they are children as any other (started, restarted on a crash,
-stopped, shown by topology without a pid of their own); the processes node_sup forks
-close their copies of the listener's sockets. Connection workers are temporary: a
-broken TCP connection is not restarted by the supervisor, it is a membership event,
-and HyParView decides whether to dial again. The two worker supervisors are
+and the sensor reader read a file or the I2C bus once an interval; State merges a few
+deltas a second and writes them to SQLite (a Pi's SD card: a slow fsync holds node_sup's
+loop as long, and nothing in it is timed that finely). What a process of its own would
+buy, node_sup living through a hang or a hard crash in that code, is not worth 4-6 MiB
+a child. Gossip keeps its process: it is the path every event takes, served by a
+thread of its own (actors/iothread.py). To the tree they are children as any other
+(started, restarted on a crash, stopped, shown by topology without a pid of their
+own); the processes node_sup forks close their copies of the listener's sockets.
+Connection workers are temporary: a broken TCP connection is not restarted by the
+supervisor, it is a membership event, and HyParView decides whether to dial again. The two worker supervisors are
 simple_one_for_one, OTP's pattern for many children of one kind started on demand.
 """
 
@@ -118,6 +121,7 @@ def node_tree(config: dict[str, Any]) -> dict:
                     "client": config["client"],
                     "http": config.get("http"),
                 },
+                hosted=True,
             ),
             # Only when there is something to read (not with "none").
             *only_if(

@@ -78,13 +78,13 @@ class Flaky:
             self.closed = True
 
 
-def root(host: Host, children: list[dict], intensity: int = 3) -> Sup:
+def root(host: Host, children: list[dict], intensity: int = 3, context: dict | None = None) -> Sup:
     args = {
         "flags": {"strategy": "one_for_one", "intensity": intensity, "period": 30.0},
         "children": children,
         "child_id": "sup",
     }
-    sup = Sup(host, "", args, {})
+    sup = Sup(host, "", args, dict(context or {}))
     host.sups[""] = sup
     sup.apply(sup.core.init(time.monotonic()))
     return sup
@@ -256,3 +256,38 @@ def test_a_listener_on_a_port_taken_fails_to_start_and_keeps_nothing_open():
         with pytest.raises(OSError):
             Listener(spec, Workers())
     assert not _NOT_INHERITED
+
+
+def test_state_hosted_in_node_sup_comes_back_from_a_crash_with_what_it_had_written(
+    tmp_path, monkeypatch
+):
+    # State runs in node_sup's process (issue 8): a crash of it is an exception, not a
+    # dead process; its supervisor starts a new one, which reloads the office from SQLite.
+    from actors.overlay import Answer, PublishDelta, Query
+    from actors.state import SetTargetRequest, State
+
+    host = Host()
+    args = {"data_dir": str(tmp_path), "read_interval": 5.0, "peer": "127.0.0.1:1"}
+    children = [worker("state", "actors.state.State", args, hosted=True)]
+    sup = root(host, children, context={"gossip": "gossip-address"})
+    ((handle, hosted),) = sup.hosted_workers.items()
+    assert sup.deliver(handle, SetTargetRequest("lights", "on", "t1"), "antenna")
+    assert any(to == "antenna" and isinstance(m, Answer) for to, m in host.sent)
+    assert any(isinstance(m, PublishDelta) for to, m in host.sent if to == "gossip-address")
+
+    def boom(self, msg, sender):
+        raise RuntimeError("a bug in State")
+
+    monkeypatch.setattr(State, "set_target", boom)
+    assert sup.deliver(handle, SetTargetRequest("lights", "off", "t2"), "antenna")
+    ((again, restarted),) = sup.hosted_workers.items()
+    assert again != handle and restarted.actor is not hosted.actor
+    assert sup.rows()[0]["restarts"] == 1
+    monkeypatch.undo()
+
+    host.sent.clear()
+    assert sup.deliver(again, Query("state", "t3"), "antenna")
+    ((to, answer),) = [(to, m) for to, m in host.sent if isinstance(m, Answer)]
+    assert to == "antenna" and answer.body["targets"] == {"lights": "on"}
+    sup.apply(sup.core.shutdown(time.monotonic()))
+    assert host.done

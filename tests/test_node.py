@@ -149,19 +149,19 @@ def descriptors_of(pid: int) -> list[int]:
     return out
 
 
-def test_the_listener_and_membership_live_in_node_sup_and_only_node_sup_holds_its_sockets(trio):
+def test_the_listener_membership_and_state_live_in_node_sup_which_alone_holds_its_sockets(trio):
     node = trio.nodes[1]
     ports = {node.peer_port, node.client_port}
     with node.antenna() as antenna:
         assert len(antenna.members()) == 3  # Membership answers; a client connection
         tree = antenna.topology()["tree"]
         # Hosted: no process of their own; each counts what it handled.
-        for child_id in ("listener", "membership"):
+        for child_id in ("listener", "membership", "state"):
             row = find(tree, child_id)
             assert row["pid"] is None and row["state"] == "running", row
             assert row["messages"] >= 1
         titles = {" ".join(psutil.Process(p).cmdline()) for p in node.pids()}
-        assert not any(t.endswith(("Listener", "Membership")) for t in titles), titles
+        assert not any(t.endswith(("Listener", "Membership", "State")) for t in titles), titles
         listening: dict[int, list[int]] = defaultdict(list)
         held: dict[int, list[int]] = defaultdict(list)
         accepted = established_inodes(ports)
@@ -172,7 +172,7 @@ def test_the_listener_and_membership_live_in_node_sup_and_only_node_sup_holds_it
             for inode in descriptors_of(pid):
                 if inode in accepted:
                     held[inode].append(pid)
-    # The processes node_sup forked (Gossip, State, every worker) closed their copies.
+    # The processes node_sup forked (Gossip, every worker) closed their copies.
     assert dict(listening) == {port: [tree["pid"]] for port in ports}
     # An accepted connection: its worker's descriptor (and Gossip's, once handed over),
     # never a second one in the same process (a copy inherited from node_sup's fork).
@@ -181,9 +181,10 @@ def test_the_listener_and_membership_live_in_node_sup_and_only_node_sup_holds_it
         assert len(pids) == len(set(pids)) <= 2, pids
 
 
-@pytest.mark.parametrize("child_id", ["gossip", "state"])
-def test_a_killed_actor_is_restarted_and_events_flow_again(trio, child_id):
-    node = trio.nodes[1]
+def test_a_killed_gossip_is_restarted_and_events_flow_again(trio):
+    # (State, Membership and the listener have no process of their own: their crash is
+    # an exception, tests/test_hosted.py)
+    node, child_id = trio.nodes[1], "gossip"
     before = find(tree_of(node), child_id)
     assert before is not None and before["pid"]
     os.kill(before["pid"], signal.SIGKILL)
@@ -257,7 +258,7 @@ def lone(tmp_path):
 
 
 def test_sigterm_stops_every_process_within_5_seconds(lone):
-    assert len(lone.pids()) >= 5  # launcher, admin, node_sup, Gossip, State
+    assert len(lone.pids()) >= 4  # launcher, admin, node_sup, Gossip
     lone.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: not lone.pids(), 5, "every process to be gone")
     assert lone.proc.wait(1) == 0
