@@ -34,8 +34,9 @@ thread of its own (actors/iothread.py). To the tree they are children as any oth
 (started, restarted on a crash, stopped, shown by topology without a pid of their
 own); the processes node_sup forks close their copies of the listener's sockets.
 Connection workers are temporary: a broken TCP connection is not restarted by the
-supervisor, it is a membership event, and HyParView decides whether to dial again. The two worker supervisors are
-simple_one_for_one, OTP's pattern for many children of one kind started on demand.
+supervisor, it is a membership event, and HyParView decides whether to dial again.
+The two worker supervisors are simple_one_for_one, OTP's pattern for many children of
+one kind started on demand.
 """
 
 from __future__ import annotations

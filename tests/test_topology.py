@@ -414,12 +414,12 @@ def test_one_node_as_json(office3: Cluster) -> None:
     assert set(roles(node["tree"])) >= set(ROLES)
     assert node["tree"]["strategy"] == "rest_for_one"
     live = pids(node["tree"])
-    # node_sup, Gossip and State, each its own process; the worker supervisors, the
-    # listener, Membership and the readers are hosted in node_sup's: no pid of their own.
-    assert len(live) == len(set(live)) == 3
+    # node_sup and Gossip, each its own process; the worker supervisors, the listener,
+    # Membership, State and the readers are hosted in node_sup's: no pid of their own.
+    assert len(live) == len(set(live)) == 2
     hosted = [c for c in node["tree"]["children"] if c["id"].endswith("_workers")]
     assert [(c["type"], c["pid"], c["pss"]) for c in hosted] == [("supervisor", None, None)] * 2
-    for child_id in ("listener", "membership", "network_scanner", "sensor"):
+    for child_id in ("listener", "membership", "state", "network_scanner", "sensor"):
         (row,) = [c for c in node["tree"]["children"] if c["id"] == child_id]
         assert (row["type"], row["pid"], row["state"]) == ("worker", None, "running")
     for pid in live:
