@@ -1,13 +1,16 @@
 """One node's memory, process by process (issue 8's memory budget).
 
-    python bench/node_memory.py [--nodes 6] [--key-file FILE] [--sensing] [--json FILE]
+    python bench/node_memory.py [--nodes 6] [--key-file FILE] [--sensing]
+                                [--read-interval S] [--over SECONDS] [--json FILE]
 
 Starts ``--nodes`` nodes on 127.0.0.1 (``--sensor none --network-scan none``, as
 bench/compare.py runs them; with ``--sensing``, the simulated sensor and the ARP
 scanner, as on a Pi), waits for a whole overlay, attaches one Antenna to the
 first node (with 6 nodes and active views of 5, it then has 5 peer links and 1 client:
 the budget's case), and prints each of that node's processes with its PSS and USS, and
-the node's total PSS. Stops everything it started.
+the node's total PSS; with ``--over``, the node's total again every minute until then
+(a node grows as the pages its processes share are rewritten). Stops everything it
+started.
 
 PSS splits a page among every process that maps it, on the whole machine: here the
 pages of libpython and of the shared libraries are split among all the nodes of the
@@ -35,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 
 from bench.cluster import Cluster, run_script, wait_for, whole_and_symmetric  # noqa: E402
-from bench.compare import node_links, role_of  # noqa: E402
+from bench.compare import node_links, pss_bytes, role_of  # noqa: E402
 
 MIB = 1024 * 1024
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -83,12 +86,36 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with the simulated sensor and the ARP scanner, as a Pi runs (two processes more)",
     )
+    p.add_argument(
+        "--read-interval",
+        type=float,
+        metavar="S",
+        help="with --sensing: seconds between readings (the node's default 5)",
+    )
+    p.add_argument(
+        "--over",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep the office running this long, the node's total again every minute",
+    )
     args = p.parse_args(argv)
     if not 1 <= args.nodes <= 30:
         print("node_memory.py: error: --nodes takes 1..30", file=sys.stderr)
         return 2
+    if not 0 <= args.over <= 86400:
+        print("node_memory.py: error: --over takes 0..86400 seconds", file=sys.stderr)
+        return 2
+    if args.read_interval is not None and not (args.sensing and args.read_interval > 0):
+        print(
+            "node_memory.py: error: --read-interval takes seconds > 0, with --sensing",
+            file=sys.stderr,
+        )
+        return 2
     tmp = Path(tempfile.mkdtemp(prefix="satmem-"))
     flags: tuple[str, ...] = () if args.sensing else ("--sensor", "none", "--network-scan", "none")
+    if args.read_interval is not None:
+        flags += ("--read-interval", str(args.read_interval))
     if args.key_file:
         if not Path(args.key_file).is_file():
             print(f"node_memory.py: error: no key file {args.key_file}", file=sys.stderr)
@@ -111,6 +138,21 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"pid": pid, "role": role_of(pid), "pss": info.pss, "uss": info.uss})
             alone = alone_bytes([r["pid"] for r in rows])
             links = node_links(node)
+            started = time.monotonic()
+            later = []
+            for mark in range(60, int(args.over) + 1, 60):
+                while time.monotonic() - started < mark:
+                    time.sleep(min(20.0, max(0.0, started + mark - time.monotonic())))
+                    antenna.members()  # a node closes a client link silent for 90 s
+                pids = sorted(node.pids())
+                later.append(
+                    {
+                        "after_s": mark,
+                        "links": node_links(node),
+                        "pss": sum(pss_bytes([pid]) for pid in pids),
+                        "alone": alone_bytes(pids),
+                    }
+                )
     finally:
         cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -123,10 +165,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'alone (every page whole)':<28}     {alone / MIB:6.1f} MiB")
     else:
         print("  (as root, also the node's pages as if it ran alone, as on a Pi)")
+    for m in later:
+        whole = "" if m["alone"] is None else f", alone {m['alone'] / MIB:.1f} MiB"
+        pss = f"PSS {m['pss'] / MIB:.1f} MiB"
+        print(f"  after {m['after_s']:>5} s: {m['links']} peer links, {pss}{whole}")
     if args.json:
         out = {"links": links, "processes": rows, "pss_mib": round(total / MIB, 2)}
         if alone is not None:
             out["alone_mib"] = round(alone / MIB, 2)
+        out["later"] = [
+            {
+                "after_s": m["after_s"],
+                "links": m["links"],
+                "pss_mib": round(m["pss"] / MIB, 2),
+                "alone_mib": None if m["alone"] is None else round(m["alone"] / MIB, 2),
+            }
+            for m in later
+        ]
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
 

@@ -283,8 +283,14 @@ def test_node_memory_lists_one_nodes_processes_and_stops_them(tmp_path) -> None:
     from bench.cluster import ROOT, wait_for
 
     script = str(ROOT / "bench" / "node_memory.py")
-    bad = subprocess.run([sys.executable, script, "--nodes", "0"], capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--nodes" in bad.stderr
+    for args, named in (
+        (["--nodes", "0"], "--nodes"),
+        (["--over", "-1"], "--over"),
+        (["--read-interval", "1"], "--read-interval"),  # only with --sensing
+        (["--sensing", "--read-interval", "0"], "--read-interval"),
+    ):
+        bad = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and named in bad.stderr, args
     out = tmp_path / "mem.json"
     run = subprocess.run(
         [sys.executable, script, "--nodes", "2", "--json", str(out)],
