@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import struct
 import sys
 import tempfile
 import time
@@ -38,40 +36,9 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 
 from bench.cluster import Cluster, run_script, wait_for, whole_and_symmetric  # noqa: E402
-from bench.compare import node_links, pss_bytes, role_of  # noqa: E402
+from bench.compare import alone_bytes, node_links, pss_bytes, role_of  # noqa: E402
 
 MIB = 1024 * 1024
-PAGE = os.sysconf("SC_PAGE_SIZE")
-_PRESENT, _PFN = 1 << 63, (1 << 55) - 1
-
-
-def physical_pages(pid: int) -> set[int]:
-    """The page frames ``pid`` has mapped (/proc/PID/pagemap; needs root, else empty)."""
-    frames: set[int] = set()
-    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
-        for line in maps:
-            fields = line.split()
-            if len(fields) > 5 and fields[5] == "[vsyscall]":
-                continue  # not in the page tables: reading it fails
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            pagemap.seek(start // PAGE * 8)
-            data = pagemap.read((end - start) // PAGE * 8)
-            for (entry,) in struct.iter_unpack("Q", data):
-                if entry & _PRESENT and entry & _PFN:
-                    frames.add(entry & _PFN)
-    return frames
-
-
-def alone_bytes(pids: list[int]) -> int | None:
-    """The memory of these processes if nothing else shared a page of it: every page
-    frame any of them maps, once. None when the frames cannot be read (not root)."""
-    frames: set[int] = set()
-    for pid in pids:
-        try:
-            frames |= physical_pages(pid)
-        except OSError:
-            return None
-    return len(frames) * PAGE if frames else None
 
 
 def main(argv: list[str] | None = None) -> int:

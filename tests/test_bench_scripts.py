@@ -90,6 +90,17 @@ def test_budgets_pass_and_fail() -> None:
     assert [b["ok"] for b in r["budgets"]] == [False, False, False, False, False]
 
 
+def test_the_memory_budget_is_pss_and_also_shows_the_node_counted_alone() -> None:
+    peers = {"serf": peer("serf", 374.0), "mosquitto": peer("mosquitto", 1.2)}
+    (mem,) = [b for b in result(ours(), peers)["budgets"] if b["budget"].startswith("memory")]
+    assert mem["ok"] and "as on a Pi" not in mem["figure"]
+    alone = ours(alone_mib_max_with_5_links=66.5)
+    (mem,) = [b for b in result(alone, peers)["budgets"] if b["budget"].startswith("memory")]
+    # The budget is PSS (issue 8): 58 MiB passes; the whole-page count is said beside it.
+    assert mem["ok"] and "58.0 MiB" in mem["figure"] and "as on a Pi" in mem["figure"]
+    assert "66.5 MiB" in mem["figure"]
+
+
 def test_table_with_a_skipped_peer() -> None:
     skipped = {"peer": "serf", "skipped": "serf is not installed: apt-get install serf"}
     idle = {"mosquitto": {"idle_cpu_percent_per_process": 0.0, "pss_mib_per_process": 3.4}}
