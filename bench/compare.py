@@ -498,18 +498,16 @@ def run_ours(
         }
         out["connection_workers_by_node"] = {n: dict(w) for n, w in workers.items()}
         five = [
-            pss[name]
+            name
             for name, count in links.items()
             if count == 5 and workers[name] == Counter(PeerWorker=5, ClientWorker=1)
         ]
-        out["pss_mib_max_with_5_links"] = round(max(five) / MIB, 1) if five else None
+        out["pss_mib_max_with_5_links"] = (
+            round(max(pss[name] for name in five) / MIB, 1) if five else None
+        )
         out["nodes_with_5_links_1_client"] = len(five)
         # As on a Pi, where nothing but the node maps its libraries (root only).
-        alone = [
-            alone_bytes(sorted(pids[name]))
-            for name, count in links.items()
-            if count == 5 and workers[name] == Counter(PeerWorker=5, ClientWorker=1)
-        ]
+        alone = [alone_bytes(sorted(pids[name])) for name in five]
         known = [a for a in alone if a is not None]
         out["alone_mib_max_with_5_links"] = round(max(known) / MIB, 1) if known else None
         out["idle_cpu_seconds"] = cpu["seconds"]

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                     {
                         "after_s": mark,
                         "links": node_links(node),
-                        "pss": sum(pss_bytes([pid]) for pid in pids),
+                        "pss": pss_bytes(pids),
                         "alone": alone_bytes(pids),
                     }
                 )

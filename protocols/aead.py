@@ -98,7 +98,6 @@ class _Context:
 
     def __init__(self, key: bytes, encrypt: bool) -> None:
         self.lib, cipher = _library()
-        self.encrypt = encrypt
         self.ctx = self.lib.EVP_CIPHER_CTX_new()
         if not self.ctx:
             raise MemoryError("EVP_CIPHER_CTX_new")
@@ -108,6 +107,14 @@ class _Context:
         self.init = init
         self.update = self.lib.EVP_EncryptUpdate if encrypt else self.lib.EVP_DecryptUpdate
         self.final = self.lib.EVP_EncryptFinal_ex if encrypt else self.lib.EVP_DecryptFinal_ex
+
+    def begin(self, nonce: bytes, aad: bytes | None, n: ctypes.c_int) -> bool:
+        """A new message under this key: its nonce, then its associated data."""
+        ok = self.init(self.ctx, None, None, None, nonce) == 1
+        if ok and aad:
+            aad = bytes(aad)
+            ok = self.update(self.ctx, None, ctypes.byref(n), aad, len(aad)) == 1
+        return ok
 
     def __del__(self) -> None:
         ctx, self.ctx = getattr(self, "ctx", None), None
@@ -141,10 +148,7 @@ class ChaCha20Poly1305:
         c = self._sealing or self._context(True)
         n = _INT()
         out = ctypes.create_string_buffer(len(data) + TAG_BYTES)
-        ok = c.init(c.ctx, None, None, None, nonce) == 1
-        if ok and associated_data:
-            aad = bytes(associated_data)
-            ok = c.update(c.ctx, None, ctypes.byref(n), aad, len(aad)) == 1
+        ok = c.begin(nonce, associated_data, n)
         ok = ok and c.update(c.ctx, out, ctypes.byref(n), data, len(data)) == 1
         ok = ok and n.value == len(data)
         ok = ok and c.final(c.ctx, None, ctypes.byref(n)) == 1
@@ -165,10 +169,7 @@ class ChaCha20Poly1305:
         n = _INT()
         out = ctypes.create_string_buffer(max(body, 1))
         tag = ctypes.create_string_buffer(data[body:], TAG_BYTES)
-        ok = c.init(c.ctx, None, None, None, nonce) == 1
-        if ok and associated_data:
-            aad = bytes(associated_data)
-            ok = c.update(c.ctx, None, ctypes.byref(n), aad, len(aad)) == 1
+        ok = c.begin(nonce, associated_data, n)
         ok = ok and c.update(c.ctx, out, ctypes.byref(n), data, body) == 1
         ok = ok and n.value == body
         ok = ok and self._ctrl(c, _CTRL_AEAD_SET_TAG, ctypes.addressof(tag)) == 1
