@@ -76,7 +76,15 @@ def _free(port: int) -> bool:
             return False
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float,
+    what: str,
+    step: float = 0.1,
+    explain: Callable[[], str] | None = None,
+) -> Any:
+    """``condition()`` once it is true; else, at ``timeout``, an AssertionError with its last
+    value and what ``explain()`` says of the state then (for a failure seen once in CI)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -88,7 +96,15 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, step: floa
             if last:
                 return last
         time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+    detail = ""
+    if explain is not None:
+        try:
+            detail = "\n" + explain()
+        except Exception as exc:  # noqa: BLE001 - the failure is the news, not this
+            detail = f"\n(no explanation: {exc!r})"
+    raise AssertionError(
+        f"timed out after {timeout} s waiting for {what} (last: {last!r}){detail}"
+    )
 
 
 def alive(pids: Iterable[int]) -> set[int]:
@@ -347,7 +363,7 @@ def running_cluster(tmp: Path, count: int, prefix: str, whole: bool = True) -> I
     try:
         cluster.start()
         if whole:
-            wait_for(lambda: whole_and_symmetric(cluster.nodes), 10, "a whole overlay")
+            wait_whole(cluster.nodes, 10, "a whole overlay")
         yield cluster
     finally:
         cluster.stop()
@@ -392,6 +408,34 @@ def whole_and_symmetric(nodes: list[Node]) -> bool:
     if not all(p in v[q] for p, qs in v.items() for q in qs):
         return False
     return connected(v)
+
+
+def overlay_report(nodes: list[Node], log_lines: int = 15) -> str:
+    """Each node's active and passive view and the end of its log: what a test that
+    waited in vain for a whole overlay prints."""
+    out = []
+    for node in nodes:
+        try:
+            with node.antenna() as antenna:
+                hv = antenna.topology()["hyparview"]
+            views = f"active {hv['active_view']} passive {hv['passive_view']}"
+        except Exception as exc:  # noqa: BLE001 - a node that is down says so
+            views = f"unreadable ({exc!r})"
+        out.append(f"{node.name} {node.peer}: {views}")
+        try:
+            tail = node.log.read_text(errors="replace").splitlines()[-log_lines:]
+        except OSError:
+            tail = []
+        out += [f"    {line}" for line in tail]
+    return "\n".join(out)
+
+
+def wait_whole(nodes: list[Node], timeout: float, what: str, step: float = 0.1) -> None:
+    """Wait until the overlay of ``nodes`` is whole and symmetric; on timeout the error
+    carries every node's views and the end of its log."""
+    wait_for(
+        lambda: whole_and_symmetric(nodes), timeout, what, step, lambda: overlay_report(nodes)
+    )
 
 
 def find(tree: dict, child_id: str) -> dict | None:

@@ -59,7 +59,7 @@ from bench.cluster import (
     run_script,
     views,
     wait_for,
-    whole_and_symmetric,
+    wait_whole,
 )
 from satellite import Antenna
 
@@ -313,7 +313,7 @@ def settle(nodes: list[Node], timeout: float) -> str:
     past ``timeout`` (a large office on a loaded machine may never show all views
     symmetric in one reading), settle for every node reachable, and say which."""
     try:
-        wait_for(lambda: whole_and_symmetric(nodes), timeout, "a whole overlay", 0.1)
+        wait_whole(nodes, timeout, "a whole overlay", 0.1)
         return "whole and symmetric"
     except AssertionError:
         wait_for(lambda: reachable(nodes), 60, "a connected overlay", 0.1)

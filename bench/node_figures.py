@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.cluster import Cluster, Node, find, run_script, tree_of, wait_for, whole_and_symmetric
+from bench.cluster import Cluster, Node, find, run_script, tree_of, wait_for, wait_whole
 
 
 def deliver(sources: list[Node], sinks: list[Node], timeout: float = 30.0) -> float:
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             for node in cluster.nodes:
                 node.start()
-            wait_for(lambda: whole_and_symmetric(cluster.nodes), 60, "a whole overlay", 0.05)
+            wait_whole(cluster.nodes, 60, "a whole overlay", 0.05)
             out["start_to_whole_overlay_s"] = round(time.monotonic() - t0, 2)
             out["events_to_all_s"] = round(deliver(cluster.nodes, cluster.nodes), 3)
             out["set_to_all_clients_s"] = round(set_to_all(cluster.nodes), 3)
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             for node in dead:
                 node.kill()
-            wait_for(lambda: whole_and_symmetric(alive), 60, "survivors whole", 0.05)
+            wait_whole(alive, 60, "survivors whole", 0.05)
             out["kill3_to_whole_overlay_s"] = round(time.monotonic() - t0, 2)
             out["kill3_events_to_all_s"] = round(deliver(alive, alive), 3)
             out["kill3_total_s"] = round(time.monotonic() - t0, 2)

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
-from bench.cluster import Cluster, run_script, wait_for, whole_and_symmetric  # noqa: E402
+from bench.cluster import Cluster, run_script, wait_whole  # noqa: E402
 from bench.compare import alone_bytes, node_links, pss_bytes, role_of  # noqa: E402
 
 MIB = 1024 * 1024
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = Cluster(tmp, args.nodes, prefix="mem", extra=lambda i: flags)
     try:
         cluster.start()
-        wait_for(lambda: whole_and_symmetric(cluster.nodes), 30, "a whole overlay")
+        wait_whole(cluster.nodes, 30, "a whole overlay")
         node = cluster.nodes[0]
         with node.antenna() as antenna:
             antenna.members()

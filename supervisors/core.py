@@ -626,8 +626,10 @@ class Supervisor:
         child.gen += 1
         kind = child.spec.restart
         if kind == "temporary" or (kind == "transient" and normal):
-            how = "normally" if normal else "abnormally"
-            out.append(Log("info", f"{kind} child {child.id!r} exited {how}: not restarted"))
+            # As OTP's supervisor: a normal exit is no news (a client that hung up; one
+            # line each would fill a log under a polling bot), an abnormal one is.
+            how, level = ("normally", "debug") if normal else ("abnormally", "info")
+            out.append(Log(level, f"{kind} child {child.id!r} exited {how}: not restarted"))
             if kind == "temporary" or self.simple:
                 self._remove(child)
             return

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bench.cluster import find, running_cluster, tree_of, wait_for, whole_and_symmetric
+from bench.cluster import find, running_cluster, tree_of, wait_for, wait_whole
 from satellite import Antenna, Data, NodeUnreachable
 from satellite.antenna import _arity, parse_node
 
@@ -184,7 +184,7 @@ def test_an_antenna_fails_over_when_its_node_dies_and_misses_no_target_change(of
     doors: list = []
     first, second, writer = office.nodes
     # (the test before restarted most of node 1: its links may still be coming back)
-    wait_for(lambda: whole_and_symmetric(office.nodes), 15, "a whole overlay")
+    wait_whole(office.nodes, 15, "a whole overlay")
     antenna = Antenna(nodes=[client(first), client(second)], timeout=2)
     antenna.on("lights")(lights.append)
     antenna.on("door")(doors.append)

@@ -402,3 +402,18 @@ def test_ctrl_c_of_a_script_running_nodes_stops_them_and_exits_130() -> None:
                 run.wait()
 
     wait_for(lambda: not alive(theirs), 15, "its nodes' processes to be gone", step=0.1)
+
+
+def test_a_wait_that_times_out_says_what_it_saw_and_what_the_state_was():
+    from bench.cluster import wait_for
+
+    seen = []
+    with pytest.raises(AssertionError) as failed:
+        wait_for(lambda: seen.append(1) or 0, 0.2, "the impossible", 0.05, lambda: "views: none")
+    assert len(seen) >= 2  # polled, not read once
+    text = str(failed.value)
+    assert "the impossible" in text and "last: 0" in text and text.endswith("\nviews: none")
+    assert wait_for(lambda: 7, 1, "a value", explain=lambda: 1 / 0) == 7  # not asked then
+    # An explanation that fails itself leaves the timeout as the error.
+    with pytest.raises(AssertionError, match="no explanation"):
+        wait_for(lambda: None, 0.1, "nothing", 0.05, lambda: 1 / 0)

@@ -22,7 +22,7 @@ from bench.cluster import (
     running_cluster,
     tree_of,
     wait_for,
-    whole_and_symmetric,
+    wait_whole,
 )
 
 
@@ -56,11 +56,11 @@ def office(tmp_path_factory):
 def test_ten_nodes_through_one_seed_form_a_whole_symmetric_overlay(office):
     # A deadline, not a goal (bench/node_figures.py times the forming): about 5 s here
     # alone, and once over 10 s while the rest of the suite loaded the machine.
-    wait_for(lambda: whole_and_symmetric(office.nodes), 30, "a whole, symmetric overlay")
+    wait_whole(office.nodes, 30, "a whole, symmetric overlay")
 
 
 def test_events_from_every_node_reach_every_client_exactly_once(office):
-    wait_for(lambda: whole_and_symmetric(office.nodes), 30, "a whole, symmetric overlay")
+    wait_whole(office.nodes, 30, "a whole, symmetric overlay")
     listeners = Listeners(office.nodes, "door")
     try:
         for i, node in enumerate(office.nodes):
@@ -83,7 +83,7 @@ def test_survivors_of_three_sigkilled_nodes_repair_and_deliver(office):
     for node in dead:
         node.kill()
         assert not node.pids()
-    wait_for(lambda: whole_and_symmetric(alive), 10, "the survivors to repair their views")
+    wait_whole(alive, 10, "the survivors to repair their views")
     listeners = Listeners(alive, "after")
     try:
         for i, node in enumerate(alive):
@@ -201,7 +201,7 @@ def test_a_killed_gossip_is_restarted_and_events_flow_again(trio):
     assert (
         not psutil.pid_exists(before["pid"]) or psutil.Process(before["pid"]).status() == "zombie"
     )
-    wait_for(lambda: whole_and_symmetric(trio.nodes), 10, "the overlay to heal")
+    wait_whole(trio.nodes, 10, "the overlay to heal")
     events_flow(node, trio.nodes, 2)
     events_flow(trio.nodes[0], trio.nodes, 2)
 
@@ -213,7 +213,7 @@ def test_a_killed_peer_connection_is_a_membership_event(trio):
     os.kill(workers[0]["pid"], signal.SIGKILL)
     # Temporary children are not restarted: HyParView notices the link is gone and
     # makes (or keeps) enough links by itself.
-    wait_for(lambda: whole_and_symmetric(trio.nodes), 10, "the overlay to heal")
+    wait_whole(trio.nodes, 10, "the overlay to heal")
     events_flow(node, trio.nodes, 2)
 
 
@@ -400,7 +400,7 @@ def test_a_node_waits_for_a_seed_that_is_not_up_yet_and_reads_a_config_file(tmp_
             assert antenna.members() == [{"node": "late", "addr": joiner.peer, "status": "self"}]
         seed.start()  # the seed comes up later: the joiner keeps retrying it
         seed.wait_up()
-        wait_for(lambda: whole_and_symmetric([joiner, seed]), 15, "the late join")
+        wait_whole([joiner, seed], 15, "the late join")
     finally:
         joiner.kill()
         seed.kill()

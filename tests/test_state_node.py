@@ -14,7 +14,7 @@ from bench.cluster import (
     running_cluster,
     views,
     wait_for,
-    whole_and_symmetric,
+    wait_whole,
 )
 from satellite import AntennaError
 
@@ -286,7 +286,7 @@ def test_a_split_office_that_kept_writing_heals_to_one_state_losing_nothing(tmp_
             node.start()
         for node in nodes:
             node.wait_up()
-        wait_for(lambda: whole_and_symmetric(nodes), 20, "a whole overlay")
+        wait_whole(nodes, 20, "a whole overlay")
         write(nodes[0], "lights", "on")
         wait_for(lambda: all(targets(n) == {"lights": "on"} for n in nodes), 10, "the first write")
 

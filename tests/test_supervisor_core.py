@@ -622,6 +622,22 @@ def test_simple_one_for_one_temporary_workers_are_dropped():
     assert host.sup.which_children() == []
 
 
+def test_a_temporary_worker_that_ends_normally_is_no_news_and_one_that_crashes_is():
+    # As OTP's supervisor reports only abnormal exits: a client hanging up must not be a
+    # line in the log each time a bot polls.
+    host = Host(SupFlags(strategy="simple_one_for_one"), [spec("w", restart="temporary")])
+    host.init()
+    for _ in range(2):
+        host.apply(host.sup.start_child(host.now, {}))
+    host.start_all()
+    assert [(e.level, "normally" in e.text) for e in of(host.exit("w-1", True), Log)] == [
+        ("debug", True)
+    ]
+    assert [(e.level, "abnormally" in e.text) for e in of(host.exit("w-2"), Log)] == [
+        ("info", True)
+    ]
+
+
 # --- which_children / counts -----------------------------------------------------------------
 
 
