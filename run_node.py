@@ -420,7 +420,7 @@ def run(config: dict[str, Any]) -> int:
         spec = node_tree(config)
         top = system.createActor(Supervisor)
         hello = wire.encode(
-            link.Hello(link.PROTOCOL_VERSION, config["node_id"], config["peer"], incarnation)
+            link.Hello(link.PEER_PROTOCOL_VERSION, config["node_id"], config["peer"], incarnation)
         )
         context = {
             "peer": config["peer"],

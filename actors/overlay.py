@@ -1113,9 +1113,10 @@ class PeerWorker(Connection):
     def on_frame(self, msg: Any, frame: bytes) -> None:
         kind = type(msg)
         if self.peer is None:
-            if kind is not link.Hello or msg.version != link.PROTOCOL_VERSION:
+            if kind is not link.Hello or msg.version != link.PEER_PROTOCOL_VERSION:
+                got = f"version {msg.version}" if kind is link.Hello else kind.__name__
                 self.close(
-                    f"expected a Hello (version {link.PROTOCOL_VERSION}), got {kind.__name__}",
+                    f"expected a Hello (version {link.PEER_PROTOCOL_VERSION}), got {got}",
                     bad=True,
                 )
                 return

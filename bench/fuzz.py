@@ -80,14 +80,18 @@ def seeds(target: str) -> list[bytes]:
     """Valid inputs to start from, with a leading piece-size byte."""
     if target == "wire":
         messages = [
-            link.Hello(link.PROTOCOL_VERSION, "desk-1", "127.0.0.1:7401", 3),
+            link.Hello(link.PEER_PROTOCOL_VERSION, "desk-1", "127.0.0.1:7401", 3),
             link.Ping(),
             hyparview.Join(1),
             hyparview.Shuffle("127.0.0.1:7402", 3, ("127.0.0.1:7403", "127.0.0.1:7404")),
-            plumtree.Gossip(bytes(16), 2, wire.encode(link.Event("lights", b"\x01", "desk-1"))),
-            plumtree.IHave(((bytes(16), 1), (bytes(range(16)), 2))),
-            plumtree.Graft(bytes(16), 1),
-            plumtree.Prune(),
+            plumtree.Gossip(
+                bytes(16), 2, wire.encode(link.Event("lights", b"\x01", "desk-1")), "10.0.0.7:7401"
+            ),
+            plumtree.IHave(
+                ((bytes(16), 1, "10.0.0.7:7401"), (bytes(range(16)), 2, "10.0.0.8:7401"))
+            ),
+            plumtree.Graft(bytes(16), 1, "10.0.0.7:7401"),
+            plumtree.Prune("10.0.0.7:7401"),
         ]
         frames = [wire.encode(m) for m in messages]
         return [bytes([7]) + f for f in frames] + [bytes([3]) + b"".join(frames)]

@@ -62,9 +62,10 @@ CONTROL_MESSAGES = (plumtree.IHave, plumtree.Graft, plumtree.Prune)
 class Flood:
     """The baseline: every node forwards every new payload to all its active peers."""
 
-    __slots__ = ("peers", "seen")
+    __slots__ = ("me", "peers", "seen")
 
-    def __init__(self) -> None:
+    def __init__(self, me: int) -> None:
+        self.me = me
         self.peers: dict = {}
         self.seen: set = set()
 
@@ -76,12 +77,12 @@ class Flood:
                 return []
             self.seen.add(msg.id)
             out = [Deliver(msg.id, msg.payload, msg.round)]
-            fwd = plumtree.Gossip(msg.id, msg.round + 1, msg.payload)
+            fwd = plumtree.Gossip(msg.id, msg.round + 1, msg.payload, msg.root)
             out.extend(Send(p, fwd) for p in self.peers if p != event.peer)
             return out
         if kind is Broadcast:
             self.seen.add(event.id)
-            fwd = plumtree.Gossip(event.id, 1, event.payload)
+            fwd = plumtree.Gossip(event.id, 1, event.payload, self.me)
             return [Deliver(event.id, event.payload, 0)] + [Send(p, fwd) for p in self.peers]
         if kind is NeighborUp:
             self.peers[event.peer] = None
@@ -229,7 +230,7 @@ class Simulation:
     def start(self, node: int, contact: int | None) -> None:
         self.incarnation[node] += 1
         rng = random.Random(self.seed * 1_000_003 + node * 7919 + self.incarnation[node])
-        layer = Flood() if self.broadcast_kind == "flood" else None
+        layer = Flood(node) if self.broadcast_kind == "flood" else None
         stack = Stack(node, rng, self.incarnation[node], broadcast_layer=layer)
         self.stacks[node] = stack
         if contact is not None:

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 
 from protocols.wire import INCARNATION, PEER, Blob, Bool, Seq, Text, UInt, register
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 1  # the client port's (ClientHello, Welcome)
+# The peer links' (Hello). 2: Plumtree's messages name their root (one tree per sender,
+# protocols/plumtree.py); a node of version 1 is refused with one line, not misread.
+PEER_PROTOCOL_VERSION = 2
 NAME = Text(1, 255)
 
 

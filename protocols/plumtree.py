@@ -7,6 +7,20 @@ When an announced id does not arrive in time, the node GRAFTs the announcer:
 the payload comes now and the link joins the tree again, which repairs it.
 A periodic anti-entropy IHAVE of recent ids to every neighbour repairs
 whatever both paths missed.
+
+A tree per *root* (the node a broadcast started at), as riak_core's broadcast
+keeps eager and lazy sets per root: every message names its root, and PRUNE and
+GRAFT move the link in that root's tree. With one tree for all senders, the PRUNEs
+of one sender's broadcasts cut links another sender's tree needs, and GRAFTs put
+them back, over and over: measured on a 10-node office (bench/compare.py), the
+publisher's first three events all went through IHAVE and GRAFT (92-157 ms to
+reach everyone where the rest took 4-6 ms), because the nodes' own start-up
+broadcasts had shaped the tree; every office node is a sender (its readings).
+The paper's single tree stays too (``eager_peers``/``lazy_peers``): every PRUNE and
+GRAFT moves the link there as well, and a root not seen before starts from a copy
+of it. A new sender thus costs what it did with one tree (no flood: a simulated
+office of 1000 nodes with senders at random keeps its RMR), and its own tree then
+follows its own traffic only.
 """
 
 from __future__ import annotations
@@ -32,31 +46,37 @@ from protocols.events import (
 
 @dataclass(frozen=True, slots=True)
 class Gossip:
-    """The payload itself, pushed along the tree; ``round`` counts hops from the origin."""
+    """The payload itself, pushed along ``root``'s tree (``root``: the node the broadcast
+    started at); ``round`` counts hops from it."""
 
     id: bytes
     round: int
     payload: bytes
+    root: Peer
 
 
 @dataclass(frozen=True, slots=True)
 class IHave:
-    """Lazy push: a batch of ``(id, round)`` announcements."""
+    """Lazy push: a batch of ``(id, round, root)`` announcements."""
 
     entries: tuple
 
 
 @dataclass(frozen=True, slots=True)
 class Graft:
-    """Make the link eager again and, if ``id`` is given, send that message."""
+    """Make the link eager again in ``root``'s tree and, if ``id`` is given, send that
+    message."""
 
     id: bytes | None
     round: int
+    root: Peer
 
 
 @dataclass(frozen=True, slots=True)
 class Prune:
-    """Make the link lazy: the receiver got this message twice."""
+    """Make the link lazy in ``root``'s tree: the receiver got a message of it twice."""
+
+    root: Peer
 
 
 MESSAGES = (Gossip, IHave, Graft, Prune)
@@ -111,9 +131,13 @@ class Config:
     seen_max: int = 100_000
     missing_max: int = 10_000  # announced-but-missing ids tracked at once
     announcers_max: int = 8  # IHAVE senders kept per missing id
-    ihave_max: int = 4096  # entries per IHAVE frame (the wire's bound)
+    ihave_max: int = 900  # entries per IHAVE frame (the wire's bound: 1 MiB, longest ids, roots)
     anti_entropy_interval: float = 10.0
     anti_entropy_max: int = 256  # most recent ids announced per anti-entropy exchange
+    # Trees kept, one per root: an office has a root per node. Beyond this (a peer
+    # naming roots at random), the least recently used tree is dropped; its root
+    # starts again from every link eager.
+    roots_max: int = 1024
 
 
 @dataclass(slots=True)
@@ -124,15 +148,19 @@ class Plumtree:
     me: Peer
     rng: random.Random
     config: Config = field(default_factory=Config)
-    # dicts used as ordered sets, so iteration (and thus a simulation) is reproducible
+    # dicts used as ordered sets, so iteration (and thus a simulation) is reproducible.
+    # The single tree of the paper, moved by every root's PRUNEs and GRAFTs:
     eager_peers: dict = field(default_factory=dict)
     lazy_peers: dict = field(default_factory=dict)
-    # id -> (time, round, parent): the parent is who delivered it, the tree link to prune
+    # root -> (eager, lazy): that root's own tree, least recently used first
+    trees: OrderedDict = field(default_factory=OrderedDict)
+    # id -> (time, round, parent, root): the parent is who delivered it, the link to prune
     received: OrderedDict = field(default_factory=OrderedDict)
-    payloads: OrderedDict = field(default_factory=OrderedDict)  # id -> (time, round, payload)
-    missing: dict = field(default_factory=dict)  # id -> [(announcer, round), ...]
+    # id -> (time, round, payload, root)
+    payloads: OrderedDict = field(default_factory=OrderedDict)
+    missing: dict = field(default_factory=dict)  # id -> [(announcer, round, root), ...]
     _graft_armed: set = field(default_factory=set)
-    # peer -> {id: round}: IHAVE entries waiting for the window to close
+    # peer -> {id: (round, root)}: IHAVE entries waiting for the window to close
     _lazy_queue: dict = field(default_factory=dict)
     _flush_armed: bool = False
     _started: bool = False
@@ -155,24 +183,30 @@ class Plumtree:
             elif mkind is Graft:
                 self._on_graft(now, event.peer, msg, out)
             elif mkind is Prune:
-                self._on_prune(event.peer)
+                self._on_prune(event.peer, msg.root)
         elif kind is TimerFired:
             self._on_timer(now, event.timer, out)
         elif kind is Broadcast:
             self._broadcast(now, event.id, event.payload, out)
         elif kind is NeighborUp:
-            self.lazy_peers.pop(event.peer, None)
-            self.eager_peers[event.peer] = None  # every new link starts eager (paper)
+            peer = event.peer
+            # Every new link starts eager (paper), in every tree.
+            for eager, lazy in ((self.eager_peers, self.lazy_peers), *self.trees.values()):
+                lazy.pop(peer, None)
+                eager[peer] = None
             # A new link is often a repair: tell the peer what went by recently, so it can
             # GRAFT what it missed while it had no links (what the paper leaves to chance).
             recent = self._recent(now)
             if recent:
-                self._lazy_queue.setdefault(event.peer, {}).update(recent)
+                queued = self._lazy_queue.setdefault(peer, {})
+                for mid, round, root in recent:
+                    queued[mid] = (round, root)
                 self._arm_flush(out)
         elif kind is NeighborDown:
             gone = event.peer
-            self.eager_peers.pop(gone, None)
-            self.lazy_peers.pop(gone, None)
+            for eager, lazy in ((self.eager_peers, self.lazy_peers), *self.trees.values()):
+                eager.pop(gone, None)
+                lazy.pop(gone, None)
             self._lazy_queue.pop(gone, None)
             # Its announcements can no longer be grafted: free their slots.
             for announcers in self.missing.values():
@@ -184,35 +218,60 @@ class Plumtree:
     def is_neighbor(self, peer: Peer) -> bool:
         return peer in self.eager_peers or peer in self.lazy_peers
 
-    def _make_eager(self, peer: Peer) -> None:
-        if self.is_neighbor(peer):
-            self.lazy_peers.pop(peer, None)
-            self.eager_peers[peer] = None
+    def eager_for(self, root: Peer) -> list:
+        """The links ``root``'s broadcasts are pushed on from here."""
+        tree = self.trees.get(root)
+        return list(self.eager_peers if tree is None else tree[0])
 
-    def _make_lazy(self, peer: Peer) -> None:
+    def lazy_for(self, root: Peer) -> list:
+        """The links only ``root``'s ids are announced on from here."""
+        tree = self.trees.get(root)
+        return list(self.lazy_peers if tree is None else tree[1])
+
+    def _tree(self, root: Peer) -> tuple[dict, dict]:
+        tree = self.trees.get(root)
+        if tree is None:
+            tree = self.trees[root] = (dict(self.eager_peers), dict(self.lazy_peers))
+            while len(self.trees) > max(1, self.config.roots_max):
+                self.trees.popitem(last=False)
+        else:
+            self.trees.move_to_end(root)
+        return tree
+
+    def _make_eager(self, root: Peer, peer: Peer) -> None:
         if self.is_neighbor(peer):
-            self.eager_peers.pop(peer, None)
-            self.lazy_peers[peer] = None
+            for eager, lazy in (self._tree(root), (self.eager_peers, self.lazy_peers)):
+                lazy.pop(peer, None)
+                eager[peer] = None
+
+    def _make_lazy(self, root: Peer, peer: Peer) -> None:
+        if self.is_neighbor(peer):
+            for eager, lazy in (self._tree(root), (self.eager_peers, self.lazy_peers)):
+                eager.pop(peer, None)
+                lazy[peer] = None
 
     # -- broadcast ------------------------------------------------------------------------
 
     def _broadcast(self, now: float, mid: bytes, payload: bytes, out: list) -> None:
         if mid in self.received:
             return
-        self._remember(now, mid, 0, payload, None)
+        self._remember(now, mid, 0, payload, None, self.me)
         out.append(Deliver(mid, payload, 0))
-        self._push(mid, 0, payload, None, out)
+        self._push(mid, 0, payload, None, self.me, out)
 
-    def _push(self, mid: bytes, round: int, payload: bytes, sender: Peer, out: list) -> None:
-        """Eager push the payload down the tree, lazy push its id to everyone else."""
-        gossip = Gossip(mid, round + 1, payload)
-        for peer in self.eager_peers:
+    def _push(
+        self, mid: bytes, round: int, payload: bytes, sender: Peer, root: Peer, out: list
+    ) -> None:
+        """Eager push the payload down ``root``'s tree, lazy push its id to the rest."""
+        eager, lazy = self._tree(root)
+        gossip = Gossip(mid, round + 1, payload, root)
+        for peer in eager:
             if peer != sender:
                 out.append(Send(peer, gossip))
-        if self.lazy_peers:
-            for peer in self.lazy_peers:
+        if lazy:
+            for peer in lazy:
                 if peer != sender:
-                    self._lazy_queue.setdefault(peer, {})[mid] = round + 1
+                    self._lazy_queue.setdefault(peer, {})[mid] = (round + 1, root)
             self._arm_flush(out)
 
     def _arm_flush(self, out: list) -> None:
@@ -223,10 +282,12 @@ class Plumtree:
             # and every node's IHAVEs then land on the next broadcast's tree.
             out.append(SetTimer(self.config.ihave_delay * (0.5 + self.rng.random()), FlushIHave()))
 
-    def _remember(self, now: float, mid: bytes, round: int, payload: bytes, parent: Peer) -> None:
+    def _remember(
+        self, now: float, mid: bytes, round: int, payload: bytes, parent: Peer, root: Peer
+    ) -> None:
         c = self.config
-        self.received[mid] = (now, round, parent)
-        self.payloads[mid] = (now, round, payload)
+        self.received[mid] = (now, round, parent, root)
+        self.payloads[mid] = (now, round, payload, root)
         _expire(self.received, c.seen_max, now - c.seen_ttl)
         _expire(self.payloads, c.payload_max, now - c.payload_ttl)
 
@@ -241,27 +302,27 @@ class Plumtree:
         queued = self._lazy_queue.get(peer)
         if queued:
             ours = queued.get(mid)
-            if ours is not None and round - 1 - ours < self.config.optimization_threshold:
+            if ours is not None and round - 1 - ours[0] < self.config.optimization_threshold:
                 del queued[mid]
 
     def _on_gossip(self, now: float, peer: Peer, msg: Gossip, out: list) -> None:
-        mid = msg.id
+        mid, root = msg.id, msg.root
         self._has(peer, mid, msg.round)
         if mid in self.received:
             # A second copy: this link is redundant for the tree. PRUNE even a peer we
             # hold lazy: if our GRAFT and its PRUNE crossed, it may still push to us.
             if self.is_neighbor(peer):
-                self._make_lazy(peer)
-                out.append(Send(peer, Prune()))
+                self._make_lazy(root, peer)
+                out.append(Send(peer, Prune(root)))
             return
-        self._remember(now, mid, msg.round, msg.payload, peer)
+        self._remember(now, mid, msg.round, msg.payload, peer, root)
         out.append(Deliver(mid, msg.payload, msg.round))
         announcers = self.missing.pop(mid, None)
-        self._push(mid, msg.round, msg.payload, peer, out)
-        self._make_eager(peer)
+        self._push(mid, msg.round, msg.payload, peer, root, out)
+        self._make_eager(root, peer)
         if announcers:
-            best_peer, best_round = min(announcers, key=lambda a: a[1])
-            self._optimize(now, mid, msg.round, peer, best_peer, best_round, out)
+            best_peer, best_round, _ = min(announcers, key=lambda a: a[1])
+            self._optimize(now, mid, msg.round, peer, best_peer, best_round, root, out)
 
     def _optimize(
         self,
@@ -271,6 +332,7 @@ class Plumtree:
         parent: Peer,
         lazy: Peer,
         lazy_round: int,
+        root: Peer,
         out: list,
     ) -> None:
         """Paper section 3.8: in an optimal tree the eager path is never longer than a lazy
@@ -281,25 +343,27 @@ class Plumtree:
         if (
             round - lazy_round >= self.config.optimization_threshold
             and lazy != parent
-            and parent in self.eager_peers
             and self.is_neighbor(lazy)
+            and parent in self._tree(root)[0]
         ):
-            self._make_eager(lazy)
-            out.append(Send(lazy, Graft(None, lazy_round)))
-            self._make_lazy(parent)
-            out.append(Send(parent, Prune()))
-            self.received[mid] = (now, lazy_round, lazy)  # compare later IHAVEs with the new path
+            self._make_eager(root, lazy)
+            out.append(Send(lazy, Graft(None, lazy_round, root)))
+            self._make_lazy(root, parent)
+            out.append(Send(parent, Prune(root)))
+            # compare later IHAVEs with the new path
+            self.received[mid] = (now, lazy_round, lazy, root)
 
     def _on_ihave(self, now: float, peer: Peer, msg: IHave, out: list) -> None:
         if not self.is_neighbor(peer):
             return  # a stale link: grafting it would add a non-neighbor to the tree
         c = self.config
         armed = []
-        for mid, round in msg.entries:
+        for mid, round, root in msg.entries:
             self._has(peer, mid, round)
             seen = self.received.get(mid)
             if seen is not None:
-                self._optimize(seen[0], mid, seen[1], seen[2], peer, round, out)
+                # (the root we had it with: an announcement cannot move another tree)
+                self._optimize(seen[0], mid, seen[1], seen[2], peer, round, seen[3], out)
                 continue
             announcers = self.missing.get(mid)
             if announcers is None:
@@ -307,7 +371,7 @@ class Plumtree:
                     continue
                 announcers = self.missing[mid] = []
             if len(announcers) < c.announcers_max:
-                announcers.append((peer, round))
+                announcers.append((peer, round, root))
             if mid not in self._graft_armed:
                 self._graft_armed.add(mid)
                 armed.append(mid)
@@ -315,15 +379,15 @@ class Plumtree:
             out.append(SetTimer(c.graft_timeout, GraftTimeout(tuple(armed))))
 
     def _on_graft(self, now: float, peer: Peer, msg: Graft, out: list) -> None:
-        self._make_eager(peer)
+        self._make_eager(msg.root, peer)
         if msg.id is not None:
             cached = self.payloads.get(msg.id)
             if cached is not None and cached[0] >= now - self.config.payload_ttl:
-                _, round, payload = cached
-                out.append(Send(peer, Gossip(msg.id, round + 1, payload)))
+                _, round, payload, root = cached
+                out.append(Send(peer, Gossip(msg.id, round + 1, payload, root)))
 
-    def _on_prune(self, peer: Peer) -> None:
-        self._make_lazy(peer)
+    def _on_prune(self, peer: Peer, root: Peer) -> None:
+        self._make_lazy(root, peer)
 
     # -- timers ---------------------------------------------------------------------------
 
@@ -346,10 +410,10 @@ class Plumtree:
                 continue
             announcers = self.missing.get(mid)
             while announcers:
-                peer, round = announcers.pop(0)
+                peer, round, root = announcers.pop(0)
                 if self.is_neighbor(peer):
-                    self._make_eager(peer)
-                    out.append(Send(peer, Graft(mid, round)))
+                    self._make_eager(root, peer)
+                    out.append(Send(peer, Graft(mid, round, root)))
                     # Ask the next announcer if this one does not deliver soon.
                     self._graft_armed.add(mid)
                     retry.append(mid)
@@ -363,20 +427,20 @@ class Plumtree:
         self._flush_armed = False
         limit = self.config.ihave_max
         for peer, queued in self._lazy_queue.items():
-            entries = list(queued.items())
+            entries = [(mid, round, root) for mid, (round, root) in queued.items()]
             for start in range(0, len(entries), limit):
                 out.append(Send(peer, IHave(tuple(entries[start : start + limit]))))
         self._lazy_queue.clear()
 
     def _recent(self, now: float) -> list:
-        """``(id, round)`` announcements of the newest cached payloads, newest first."""
+        """``(id, round, root)`` announcements of the newest cached payloads, newest first."""
         horizon = now - self.config.payload_ttl
         limit = min(self.config.anti_entropy_max, self.config.ihave_max)  # one IHAVE frame
         recent = []
-        for mid, (at, round, _) in reversed(self.payloads.items()):
+        for mid, (at, round, _, root) in reversed(self.payloads.items()):
             if at < horizon or len(recent) >= limit:
                 break
-            recent.append((mid, round + 1))
+            recent.append((mid, round + 1, root))
         return recent
 
     def _anti_entropy(self, now: float, out: list) -> None:

@@ -224,7 +224,7 @@ MSG_ID = Blob(1, 64)
 PAYLOAD = Blob()
 PEER = Text(1, 255)
 PEERS = Seq(PEER, 64)
-IHAVE_ENTRIES = Seq(Fixed(MSG_ID, ROUND), 4096)
+IHAVE_ENTRIES = Seq(Fixed(MSG_ID, ROUND, PEER), 900)  # (id, round, root): fits MAX_FRAME
 
 
 # --- registry --------------------------------------------------------------------------------
@@ -295,11 +295,20 @@ register("shuffle_reply", ShuffleReply, [("nodes", "nodes", PEERS)])
 register(
     "gossip",
     Gossip,
-    [("id", "id", MSG_ID), ("round", "round", ROUND), ("payload", "payload", PAYLOAD)],
+    [
+        ("id", "id", MSG_ID),
+        ("round", "round", ROUND),
+        ("payload", "payload", PAYLOAD),
+        ("root", "root", PEER),
+    ],
 )
 register("ihave", IHave, [("entries", "entries", IHAVE_ENTRIES)])
-register("graft", Graft, [("id", "id", Nullable(MSG_ID)), ("round", "round", ROUND)])
-register("prune", Prune, [])
+register(
+    "graft",
+    Graft,
+    [("id", "id", Nullable(MSG_ID)), ("round", "round", ROUND), ("root", "root", PEER)],
+)
+register("prune", Prune, [("root", "root", PEER)])
 
 
 # --- encoding --------------------------------------------------------------------------------

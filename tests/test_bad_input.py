@@ -152,7 +152,7 @@ def test_bad_input_on_both_ports_closes_connections_and_hurts_nobody(office):
                 if port == target.client_port:
                     hello = link.ClientHello(link.PROTOCOL_VERSION, "mole")
                 else:
-                    hello = link.Hello(link.PROTOCOL_VERSION, "mole", "127.0.0.1:9", 1)
+                    hello = link.Hello(link.PEER_PROTOCOL_VERSION, "mole", "127.0.0.1:9", 1)
                 own = link.Outgoing(wire.encode(link.Ping()), False)
                 sock.sendall(channel.seal(wire.encode(hello) + wire.encode(own)))
                 results["a worker's message to Gossip"] = closed_soon(sock)

@@ -89,7 +89,7 @@ def test_only_one_shot_messages_travel_by_datagram():
     # Hand-made datagrams carrying anything else are refused on arrival.
     letter = Postbox(None).seal("10.0.0.9:7400", REPLY, NOW, b"")
     head = letter[: 4 + 4 + int.from_bytes(letter[4:8], "big")]
-    for other in (Join(1), Prune(), Neighbor(1, True), NeighborReply(1, True)):
+    for other in (Join(1), Prune("a:1"), Neighbor(1, True), NeighborReply(1, True)):
         with pytest.raises(DatagramError, match="does not travel"):
             Postbox(None).open(head + wire.encode(other), NOW)
     with pytest.raises(DatagramError, match="where a letter belongs"):
@@ -237,7 +237,7 @@ def fake_peer_socket() -> tuple[socket.socket, socket.socket]:
 
 
 def hello(addr: str) -> bytes:
-    return wire.encode(link.Hello(link.PROTOCOL_VERSION, "fake", addr, 1))
+    return wire.encode(link.Hello(link.PEER_PROTOCOL_VERSION, "fake", addr, 1))
 
 
 def ask(node, udp: socket.socket, addr: str) -> None:

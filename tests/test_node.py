@@ -278,7 +278,7 @@ def test_a_connection_that_carries_no_link_is_closed_with_a_disconnect(lone):
 
     from protocols import hyparview, link, wire
 
-    hello = link.Hello(link.PROTOCOL_VERSION, "stray", "127.0.0.1:9", 7)
+    hello = link.Hello(link.PEER_PROTOCOL_VERSION, "stray", "127.0.0.1:9", 7)
     with socket.create_connection(("127.0.0.1", lone.peer_port), timeout=1) as sock:
         sock.sendall(wire.encode(hello))
         decoder, got = wire.FrameDecoder(), []

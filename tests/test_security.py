@@ -131,7 +131,7 @@ def test_a_client_without_the_key_learns_nothing(office):
     assert type(refused) is link.Refused and "cluster key" in refused.reason
     # And a peer without the key gets nothing on the peer port either: not even a Hello.
     with socket.create_connection(("127.0.0.1", office.nodes[0].peer_port), timeout=5) as sock:
-        sock.sendall(wire.encode(link.Hello(link.PROTOCOL_VERSION, "mole", "127.0.0.1:1", 1)))
+        sock.sendall(wire.encode(link.Hello(link.PEER_PROTOCOL_VERSION, "mole", "127.0.0.1:1", 1)))
         data = b""
         while chunk := sock.recv(65536):
             data += chunk

@@ -168,6 +168,30 @@ def test_tree_forms_and_later_broadcast_has_rmr_zero(n, seed):
     assert eager_links == 2 * (n - 1)  # a symmetric spanning tree
 
 
+@pytest.mark.parametrize("n,seed", [(5, 1), (7, 2), (8, 3), (10, 4)])
+def test_a_sender_keeps_its_tree_while_others_broadcast(n, seed):
+    # Every office node is a sender. Once a sender's tree has formed, the other senders'
+    # PRUNEs do not cut it: its next broadcast again crosses n - 1 links, and nobody
+    # has to GRAFT it.
+    net = joined(n, seed)
+    net.broadcast(0, b"w1")
+    net.broadcast(0, b"w2")
+    for k in range(3):  # all at once, as the nodes' readings at start-up
+        for sender in range(1, n):
+            net.inject(sender, Broadcast(b"other%d-%d" % (k, sender), b"reading"))
+        net.settle()
+    start = len(net.sent)
+    gossip = net.broadcast(0, b"measured")
+    assert len(gossip) == n - 1
+    assert all(net.delivered[i, b"measured"] == 1 for i in range(n))
+    grafts = [m for _, _, m in net.sent[start:] if type(m) is plumtree.Graft]
+    assert grafts == []
+    # Its tree is a spanning tree, and every message of it names it.
+    eager_links = sum(len(net.stacks[i].plumtree.eager_for(0)) for i in range(n))
+    assert eager_links == 2 * (n - 1)
+    assert {m.root for m in gossip} == {0}
+
+
 def test_peer_failed_goes_to_hyparview_and_its_neighbor_down_to_plumtree():
     net = joined(6, 1)
     net.broadcast(0, b"m")
@@ -185,7 +209,7 @@ def test_peer_failed_goes_to_hyparview_and_its_neighbor_down_to_plumtree():
 def test_messages_and_timers_are_routed_by_type():
     stack = Stack(1, random.Random(0))
     # A GOSSIP goes to Plumtree: it delivers.
-    out = stack.handle(0.0, Receive(2, plumtree.Gossip(b"m", 1, b"p")))
+    out = stack.handle(0.0, Receive(2, plumtree.Gossip(b"m", 1, b"p", 2)))
     assert Deliver(b"m", b"p", 1) in out
     assert stack.hyparview.active_view == {}
     # A JOIN goes to HyParView, whose NeighborUp reaches Plumtree at once.
@@ -195,7 +219,7 @@ def test_messages_and_timers_are_routed_by_type():
     # Plumtree's NeighborUp repair: the new peer is told about b"m".
     assert any(type(e) is SetTimer and type(e.timer) is plumtree.FlushIHave for e in out)
     out = stack.handle(0.2, TimerFired(plumtree.FlushIHave()))
-    assert Send(2, plumtree.IHave(((b"m", 2),))) in out
+    assert Send(2, plumtree.IHave(((b"m", 2, 2),))) in out
     # A HyParView timer goes to HyParView.
     out = stack.handle(0.3, TimerFired(hyparview.ShuffleTick()))
     assert any(type(e) is Send and type(e.message) is hyparview.Shuffle for e in out)

@@ -54,7 +54,7 @@ ids = st.binary(min_size=1, max_size=64)
 payloads = st.binary(max_size=4096)
 peers = st.text(min_size=1, max_size=255)
 peer_tuples = st.lists(peers, max_size=64).map(tuple)
-entries = st.lists(st.tuples(ids, rounds), max_size=200).map(tuple)
+entries = st.lists(st.tuples(ids, rounds, peers), max_size=200).map(tuple)
 
 MESSAGE_STRATEGIES = {
     Join: st.builds(Join, incarnations),
@@ -64,10 +64,10 @@ MESSAGE_STRATEGIES = {
     Disconnect: st.builds(Disconnect, incarnations, st.booleans()),
     Shuffle: st.builds(Shuffle, peers, ttls, peer_tuples),
     ShuffleReply: st.builds(ShuffleReply, peer_tuples),
-    Gossip: st.builds(Gossip, ids, rounds, payloads),
+    Gossip: st.builds(Gossip, ids, rounds, payloads, peers),
     IHave: st.builds(IHave, entries),
-    Graft: st.builds(Graft, st.none() | ids, rounds),
-    Prune: st.just(Prune()),
+    Graft: st.builds(Graft, st.none() | ids, rounds, peers),
+    Prune: st.builds(Prune, peers),
 }
 messages = st.one_of(*MESSAGE_STRATEGIES.values())
 
@@ -132,11 +132,17 @@ def test_wire_layout_is_pinned():
             {"t": "shuffle", "origin": "o", "ttl": 5, "nodes": ["x", "y"]},
         ),
         (ShuffleReply(("z",)), {"t": "shuffle_reply", "nodes": ["z"]}),
-        (Gossip(b"i", 6, b"p"), {"t": "gossip", "id": b"i", "round": 6, "payload": b"p"}),
-        (IHave(((b"i", 1), (b"j", 2))), {"t": "ihave", "entries": [[b"i", 1], [b"j", 2]]}),
-        (Graft(None, 9), {"t": "graft", "id": None, "round": 9}),
-        (Graft(b"k", 9), {"t": "graft", "id": b"k", "round": 9}),
-        (Prune(), {"t": "prune"}),
+        (
+            Gossip(b"i", 6, b"p", "a:1"),
+            {"t": "gossip", "id": b"i", "round": 6, "payload": b"p", "root": "a:1"},
+        ),
+        (
+            IHave(((b"i", 1, "a:1"), (b"j", 2, "b:2"))),
+            {"t": "ihave", "entries": [[b"i", 1, "a:1"], [b"j", 2, "b:2"]]},
+        ),
+        (Graft(None, 9, "a:1"), {"t": "graft", "id": None, "round": 9, "root": "a:1"}),
+        (Graft(b"k", 9, "a:1"), {"t": "graft", "id": b"k", "round": 9, "root": "a:1"}),
+        (Prune("a:1"), {"t": "prune", "root": "a:1"}),
     ]
     for message, expected in cases:
         framed = encode(message)
@@ -151,8 +157,9 @@ def test_boundaries_accepted():
         Join(2**63 - 1),
         ForwardJoin(longest_peer, 0, 255),
         Shuffle(longest_peer, 255, tuple(longest_peer for _ in range(64))),
-        Gossip(b"x" * 64, 65535, b""),
-        IHave(tuple((bytes([i % 256]) * 64, 65535) for i in range(4096))),
+        Gossip(b"x" * 64, 65535, b"", longest_peer),
+        # The most entries, each with the longest id and root: still within MAX_FRAME.
+        IHave(tuple((bytes([i % 256]) * 64, 65535, longest_peer) for i in range(900))),
     ]:
         assert decode_frame(encode(message)) == message
 
@@ -222,12 +229,12 @@ def test_trusted_decoding_says_what_no_worker_writes(body_bytes):
 
 
 def test_frame_decoder_byte_by_byte_reports_pending():
-    framed = encode(Gossip(b"id", 1, b"payload"))
+    framed = encode(Gossip(b"id", 1, b"payload", "a:1"))
     decoder = FrameDecoder()
     for i, byte in enumerate(framed[:-1]):
         assert decoder.feed(bytes([byte])) == []
         assert decoder.pending() == i + 1
-    assert decoder.feed(framed[-1:]) == [Gossip(b"id", 1, b"payload")]
+    assert decoder.feed(framed[-1:]) == [Gossip(b"id", 1, b"payload", "a:1")]
     assert decoder.pending() == 0
 
 
@@ -240,13 +247,13 @@ def test_huge_length_prefix_rejected_after_four_bytes():
     assert decoder.pending() <= 4
     # the stream is out of step for good
     with pytest.raises(FrameTooLarge):
-        decoder.feed(encode(Prune()))
+        decoder.feed(encode(Prune("a:1")))
     with pytest.raises(FrameTooLarge):
         decode_frame(b"\xff\xff\xff\xff")
 
 
 def test_max_frame_is_configurable():
-    message = Gossip(b"id", 0, b"x" * 200)
+    message = Gossip(b"id", 0, b"x" * 200, "a:1")
     framed = encode(message)
     with pytest.raises(FrameTooLarge):
         encode(message, max_frame=100)
@@ -258,7 +265,7 @@ def test_max_frame_is_configurable():
     with pytest.raises(FrameTooLarge):
         small.feed(framed[:4])
     assert FrameDecoder(max_frame=len(framed) - 4).feed(framed) == [message]
-    big = Gossip(b"id", 0, b"x" * MAX_FRAME)
+    big = Gossip(b"id", 0, b"x" * MAX_FRAME, "a:1")
     with pytest.raises(FrameTooLarge):
         encode(big)
     assert decode_frame(encode(big, max_frame=2 * MAX_FRAME), max_frame=2 * MAX_FRAME) == big
@@ -267,9 +274,9 @@ def test_max_frame_is_configurable():
 def test_bad_frame_poisons_decoder_with_same_error_type():
     decoder = FrameDecoder()
     with pytest.raises(UnknownMessage):
-        decoder.feed(encode(Prune()) + frame({"t": "nope"}))
+        decoder.feed(encode(Prune("a:1")) + frame({"t": "nope"}))
     with pytest.raises(UnknownMessage):
-        decoder.feed(encode(Prune()))
+        decoder.feed(encode(Prune("a:1")))
 
 
 def test_truncated_frame():
@@ -284,7 +291,7 @@ def test_truncated_frame():
 
 def test_trailing_bytes_after_frame():
     with pytest.raises(MalformedFrame):
-        decode_frame(encode(Prune()) + b"\x00")
+        decode_frame(encode(Prune("a:1")) + b"\x00")
     # and trailing msgpack inside a body
     b = body({"t": "prune"})
     with pytest.raises(MalformedFrame):
@@ -363,11 +370,14 @@ def test_schema_errors(obj):
         Shuffle("o", 1, ["a"]),  # a list would not round-trip to an equal message
         Shuffle("o", 1, ("a",) * 65),
         ShuffleReply(("\ud800",)),  # lone surrogate: not encodable as UTF-8
-        Gossip(b"", 0, b""),
-        Gossip(bytearray(b"x"), 0, b""),
-        Graft(b"x" * 65, 0),
-        IHave(([b"x", 1],)),
-        IHave(((b"x", 1, 2),)),
+        Gossip(b"", 0, b"", "a:1"),
+        Gossip(bytearray(b"x"), 0, b"", "a:1"),
+        Gossip(b"x", 0, b"", ""),  # every message names its root
+        Graft(b"x" * 65, 0, "a:1"),
+        Prune(7),  # the simulator's int peers are not for the wire
+        IHave(([b"x", 1, "a:1"],)),
+        IHave(((b"x", 1),)),  # no root
+        IHave(((b"x", 1, "a:1"),) * 901),
     ],
 )
 def test_encode_validates(message):
@@ -448,8 +458,9 @@ def test_bodies_bigger_than_any_schema(raw):
 
 
 def test_hostile_headers_are_refused_before_allocating():
-    # 1023 nested arrays each claiming 4096 slots: msgpack alone would allocate ~32 MiB.
-    bomb = b"\xdc\x10\x00" * 1023
+    # 1023 nested arrays each claiming 900 slots (the widest a field allows): msgpack
+    # alone would allocate ~7 MiB.
+    bomb = b"\xdc\x03\x84" * 1023
     # 4000 arrays of 255 nils: a million objects from 1 MiB.
     wide = b"\x81\xa1t\xdc\x0f\xa0" + (b"\xdc\x00\xff" + b"\xc0" * 255) * 4000
     for raw, error in [(bomb, TooDeep), (wide, SchemaError)]:
@@ -506,7 +517,7 @@ def test_mutated_frames_raise_only_wire_errors(message, ops, data):
     assert_only_wire_errors(decode_frame, framed)
     assert_only_wire_errors(decode, framed[4:])
     # a stream with a good frame on each side of the damaged one
-    stream = encode(Prune()) + framed + encode(Join(1))
+    stream = encode(Prune("a:1")) + framed + encode(Join(1))
     cut = data.draw(st.integers(0, len(stream)))
     decoder = FrameDecoder()
     assert_only_wire_errors(decoder.feed, stream[:cut])
