@@ -136,7 +136,7 @@ class Config:
     anti_entropy_max: int = 256  # most recent ids announced per anti-entropy exchange
     # Trees kept, one per root: an office has a root per node. Beyond this (a peer
     # naming roots at random), the least recently used tree is dropped; its root
-    # starts again from every link eager.
+    # starts again from the single tree, as a new one does.
     roots_max: int = 1024
 
 

@@ -451,6 +451,19 @@ def test_a_client_of_another_protocol_version_is_refused_with_the_reason(lone):
     assert type(refused) is link.Refused and "version 99" in refused.reason
 
 
+def test_a_node_of_another_peer_protocol_version_is_refused_with_one_line(lone):
+    from protocols import link, wire
+
+    # A node from before Plumtree's messages named their root (peer version 1).
+    old = link.Hello(link.PEER_PROTOCOL_VERSION - 1, "old", "127.0.0.1:9", 1)
+    raw(lone.peer_port, wire.encode(old))  # returns: the node closed it
+    lines = [line for line in lone.log.read_text().splitlines() if "closing" in line]
+    expected = f"expected a Hello (version {link.PEER_PROTOCOL_VERSION}), got version 1"
+    assert len(lines) == 1 and expected in lines[0]
+    with lone.antenna() as antenna:  # and the node goes on
+        assert antenna.members()[0]["node"] == "solo"
+
+
 def test_antenna_errors_are_clear(lone):
     from satellite import Antenna, NodeUnreachable
 
