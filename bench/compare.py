@@ -59,7 +59,7 @@ from bench.cluster import (
     run_script,
     views,
     wait_for,
-    wait_whole,
+    whole_and_symmetric,
 )
 from satellite import Antenna
 
@@ -313,7 +313,8 @@ def settle(nodes: list[Node], timeout: float) -> str:
     past ``timeout`` (a large office on a loaded machine may never show all views
     symmetric in one reading), settle for every node reachable, and say which."""
     try:
-        wait_whole(nodes, timeout, "a whole overlay", 0.1)
+        # (not wait_whole: its report on timeout would be read from every node and dropped)
+        wait_for(lambda: whole_and_symmetric(nodes), timeout, "a whole overlay", 0.1)
         return "whole and symmetric"
     except AssertionError:
         wait_for(lambda: reachable(nodes), 60, "a connected overlay", 0.1)
