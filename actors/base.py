@@ -351,8 +351,13 @@ class SatelliteActor(Actor):
             super().wakeupAfter(timePeriod, payload)
 
     def serve_io(self, msg: WatchMessage | WakeupMessage) -> None:
-        """In the I/O thread, holding the lock: descriptors are ready, or a timer fired."""
-        self._receive(msg, None)
+        """In the I/O thread, holding the lock: descriptors are ready, or a timer fired.
+        Straight to ``handle``: the thread starts once the actor is initialised."""
+        try:
+            self.messages += 1
+            self.handle(msg, None)
+        except Exception:
+            self.crash()
         self._io.watch(self.watching)
 
     def receiveMessage(self, msg: Any, sender: Any) -> ThespianWatch | None:

@@ -212,6 +212,9 @@ class Connection(SatelliteActor):
     """Base of the per-connection workers."""
 
     threaded_io = True  # the socket and the pipe are served by a thread (actors/iothread.py)
+    # Tags of frames to pass on undecoded (``on_frame`` gets None for the message): for
+    # the actor they go to, which checks them (``wire.FrameDecoder.feed_frames``).
+    undecoded: frozenset[bytes] = frozenset()
     keepalive = 1.0  # seconds between pings on an idle link; 3 missed = dead
     quiet_ok = False  # True: the other side may stay silent (a listening client)
 
@@ -277,7 +280,8 @@ class Connection(SatelliteActor):
         self.close(f"cannot connect: {exc}")
 
     def on_frame(self, msg: Any, frame: bytes) -> None:
-        """One message from the other side, and its frame as it came (decrypted)."""
+        """One message from the other side, and its frame as it came (decrypted); None
+        for the message of a frame whose tag is in ``undecoded``."""
 
     def frames_read(self) -> None:
         """Every frame of one read went through ``on_frame``: pass on what was gathered."""
@@ -367,7 +371,7 @@ class Connection(SatelliteActor):
         try:
             if self.channel is not None:
                 data = self.channel.open(data)
-            messages = self.decoder.feed_frames(data)
+            messages = self.decoder.feed_frames(data, self.undecoded)
         except wire.WireError as exc:
             self.close(f"bad frame ({type(exc).__name__}: {exc})", bad=True)
             return

@@ -136,11 +136,23 @@ class EagerPeers:
         self.peers, self.data_wanted = peers, data_wanted
 
 
+_COUNTER_NAMES: dict[tuple[str, type, str], str] = {}
+
+
+def counter_name(prefix: str, kind: type, what: str) -> str:
+    """``plumtree_graft_sent`` for (``plumtree``, Graft, ``sent``), made once."""
+    key = (prefix, kind, what)
+    name = _COUNTER_NAMES.get(key)
+    if name is None:
+        name = _COUNTER_NAMES[key] = f"{prefix}_{kind.__name__.lower()}_{what}"
+    return name
+
+
 def count_messages(counters: Counter, prefix: str, effects: list) -> None:
     """Per message type sent, e.g. ``plumtree_graft_sent``: what /metrics shows."""
     for effect in effects:
         if type(effect) is Send:
-            counters[f"{prefix}_{type(effect.message).__name__.lower()}_sent"] += 1
+            counters[counter_name(prefix, type(effect.message), "sent")] += 1
 
 
 class ControlRequest:
@@ -185,6 +197,9 @@ class WorkerExited:
 
 
 PLUMTREE = frozenset(plumtree.MESSAGES)
+# A peer worker passes Plumtree's frames to Gossip undecoded, and Gossip checks them: a
+# frame decoded in each of them cost twice, the worker's half on the way of every hop.
+PLUMTREE_TAGS = wire.tags_of(PLUMTREE)
 LOCAL = frozenset({link.Handover, link.Outgoing})  # a worker to Gossip, about its connection
 
 
@@ -681,8 +696,10 @@ class Gossip(SatelliteActor):
 
     def init(self, args: dict) -> None:
         self.pt = plumtree.Plumtree(args["peer"], random.Random())
-        self.links: dict[str, Any] = {}
+        self.links: dict[str, Any] = {}  # peer -> its worker's address
+        self.link_keys: dict[str, str] = {}  # peer -> str() of it, the key of its pipe
         self.subscribers: dict[str, tuple[Any, frozenset]] = {}  # str(addr) -> (addr, names)
+        self.data_wanted = False  # does a subscriber follow the office state ("data")?
         self.counter = 0
         self.counters: Counter = Counter()
         # The events delivered here, numbered, for ``satellite chaos`` to check delivery
@@ -696,8 +713,11 @@ class Gossip(SatelliteActor):
         self.for_clients: dict[str, tuple[Any, list]] = {}  # this step's, per subscriber
         self.pipes: dict[int, PipeEnd] = {}  # fd -> a worker's pipe
         self.pipe_of: dict[str, int] = {}  # str(worker address) -> fd of its pipe
+        self.unflushed: set[int] = set()  # fds of pipes with output waiting, or closing
         self.flush_armed = False
-        self.send_buffer = (self.context.get("limits") or {}).get("send_buffer", SEND_QUEUE_MAX)
+        limits = self.context.get("limits") or {}
+        self.send_buffer = limits.get("send_buffer", SEND_QUEUE_MAX)
+        self.max_frame = limits.get("max_frame", wire.MAX_FRAME)  # as the workers read
         self.faults = Faults()  # ``satellite chaos``: on the links we write (handed over)
         self.rng = random.Random()
         self.apply(self.pt.handle(time.monotonic(), TimerFired(plumtree.AntiEntropyTick())))
@@ -707,12 +727,19 @@ class Gossip(SatelliteActor):
         self._tell_eager()
 
     def _tell_eager(self) -> None:
-        wanted = any("data" in names for _, names in self.subscribers.values())
-        told = (sorted(self.pt.eager_peers), wanted)
         state = self.context.get("state")
-        if told != self.eager_told and state is not None:
-            self.eager_told = told
-            self.send(state, EagerPeers(*told))
+        if state is None:
+            return
+        eager = self.pt.eager_peers
+        told = self.eager_told  # (peers, data wanted, peers as a set)
+        if told is not None and told[1] == self.data_wanted and eager.keys() == told[2]:
+            return
+        peers = sorted(eager)
+        self.eager_told = (peers, self.data_wanted, set(peers))
+        self.send(state, EagerPeers(peers, self.data_wanted))
+
+    def _subscribers_changed(self) -> None:
+        self.data_wanted = any("data" in names for _, names in self.subscribers.values())
 
     def handle(self, msg: Any, sender: Any) -> None:
         now = time.monotonic()
@@ -729,8 +756,8 @@ class Gossip(SatelliteActor):
                 self.send(state, DeltaArrived(self.deltas))
             self.deltas = []
         if self.for_clients:
-            for worker, frames in self.for_clients.values():
-                self.to_worker(worker, b"".join(frames), Deliveries)
+            for key, (worker, frames) in self.for_clients.items():
+                self.to_worker(worker, b"".join(frames), Deliveries, key)
             self.for_clients = {}
 
     # -- pipes: the data path to and from the connection workers ----------------------------
@@ -751,6 +778,7 @@ class Gossip(SatelliteActor):
         if end is None:
             return
         self.pipe_of.pop(end.key, None)
+        self.unflushed.discard(fd)
         self.watching.remove(fd)
         end.pipe.close()
         if end.sock is not None:
@@ -760,10 +788,13 @@ class Gossip(SatelliteActor):
             os.close(passed)
         end.passed = []
 
-    def to_worker(self, worker: Any, frames: bytes, wrap: Any = SendFrames) -> None:
+    def to_worker(
+        self, worker: Any, frames: bytes, wrap: Any = SendFrames, key: str | None = None
+    ) -> None:
         """Frames for a worker's connection: written here if the worker handed it over,
-        else through its pipe, else as an actor message (its pipe is not here yet)."""
-        fd = self.pipe_of.get(str(worker))
+        else through its pipe, else as an actor message (its pipe is not here yet).
+        ``key``: ``str(worker)``, when the caller has it."""
+        fd = self.pipe_of.get(str(worker) if key is None else key)
         if fd is None:
             self.send(worker, wrap(frames))
             return
@@ -800,6 +831,8 @@ class Gossip(SatelliteActor):
             self.drop_pipe(fd)
         elif not self.flush_link(end):
             self.drop_pipe(fd)
+        elif end.out:
+            self.unflushed.add(fd)  # the rest when the socket takes it (``_flush_pipes``)
 
     @staticmethod
     def flush_link(end: PipeEnd) -> bool:
@@ -829,10 +862,7 @@ class Gossip(SatelliteActor):
                 continue
             # Until the handover, a descriptor may come along (on its frame's first byte).
             data = end.pipe.read(None if end.handed else end.passed)
-            messages = self.from_worker(end.inbox, data)
-            if messages is None:
-                end.pipe.close()
-                messages = []
+            messages = self.from_worker(end, data)
             if any(type(m) in LOCAL for m in messages):
                 messages = self.from_own_worker(fd, end, messages)
                 if fd not in self.pipes:
@@ -857,23 +887,31 @@ class Gossip(SatelliteActor):
                 if end.handed:
                     self.write_link(fd, end, message.frames)
                     end.closing = end.closing or message.close
+                    if end.closing:
+                        self.unflushed.add(fd)  # closed once written (``_flush_pipes``)
             else:
                 rest.append(message)
             if fd not in self.pipes:
                 return []
         return rest
 
-    def from_worker(self, inbox: bytearray, data: bytes) -> list | None:
-        """The messages in ``data`` from one of our workers (``inbox``: what came before
-        of an unfinished frame). The worker checked each frame as it came from the peer
-        or the client, so they are not checked again (``wire.decode_trusted``). None
-        (logged) if it wrote what no worker of ours writes: a bug, not a peer."""
-        inbox += data
-        try:
-            return wire.decode_trusted(inbox)
-        except wire.WireError as exc:
-            logger.error("[{}] Gossip: bad frame from a worker: {}", self.node_id, exc)
-            return None
+    def from_worker(self, end: PipeEnd, data: bytes) -> list:
+        """The messages in ``data`` from a worker's pipe, after what came before of an
+        unfinished frame. A peer's Plumtree frames come as the peer wrote them, and are
+        checked here (``PLUMTREE_TAGS``); the rest the worker checked, or wrote itself. At
+        a frame that fails, the pipe is closed (the worker then closes the connection),
+        with one line in the log."""
+        end.inbox += data
+        checked = PLUMTREE_TAGS if end.peer is not None else frozenset()
+        messages, error = wire.decode_piped(end.inbox, checked, self.max_frame)
+        if error is not None:
+            if end.peer is not None:
+                why = f"bad frame ({type(error).__name__}: {error})"
+                logger.warning("[{}] Gossip: {}: {}; closing", self.node_id, end.peer, why)
+            else:
+                logger.error("[{}] Gossip: bad frame from a worker: {}", self.node_id, error)
+            end.pipe.close()
+        return messages
 
     def from_peer(self, now: float, peer: str, messages: list) -> list:
         """A peer's Plumtree messages, in order; the effects (applied together: one batch
@@ -881,7 +919,7 @@ class Gossip(SatelliteActor):
         effects: list = []
         for message in messages:
             if type(message) in PLUMTREE:
-                self.counters[f"plumtree_{type(message).__name__.lower()}_received"] += 1
+                self.counters[counter_name("plumtree", type(message), "received")] += 1
                 effects += self.pt.handle(now, Receive(peer, message))
         return effects
 
@@ -895,13 +933,20 @@ class Gossip(SatelliteActor):
                 effects += self.publish(now, message.name, message.data)
             elif type(message) is link.Subscribe:
                 self.subscribers[str(worker)] = (worker, frozenset(message.names))
+                self._subscribers_changed()
                 if ack:
                     self.send(worker, Subscribed())
         return effects
 
     def _flush_pipes(self) -> None:
+        if not self.unflushed:
+            return
         waiting = False
-        for fd, end in list(self.pipes.items()):
+        for fd in list(self.unflushed):
+            end = self.pipes.get(fd)
+            if end is None or not (end.out or end.closing):
+                self.unflushed.discard(fd)
+                continue
             if end.out:
                 if not self.flush_link(end):
                     self.drop_pipe(fd)
@@ -909,6 +954,8 @@ class Gossip(SatelliteActor):
                 waiting = waiting or bool(end.out)
             if end.closing and not end.out:
                 self.drop_pipe(fd)  # written: the worker closes the connection
+            elif not end.out:
+                self.unflushed.discard(fd)
         if waiting and not self.flush_armed:
             self.flush_armed = True
             self.wakeupAfter(timedelta(milliseconds=5), payload="flush-pipes")
@@ -943,10 +990,12 @@ class Gossip(SatelliteActor):
         elif isinstance(msg, Link):
             if msg.worker is None:
                 self.links.pop(msg.peer, None)
+                self.link_keys.pop(msg.peer, None)
                 self.apply(self.pt.handle(now, NeighborDown(msg.peer)))
             else:
                 new = msg.peer not in self.links
                 self.links[msg.peer] = msg.worker
+                self.link_keys[msg.peer] = str(msg.worker)
                 if new:
                     self.apply(self.pt.handle(now, NeighborUp(msg.peer)))
         elif isinstance(msg, WantPipe):
@@ -954,16 +1003,18 @@ class Gossip(SatelliteActor):
             self.add_pipe(PipeEnd(pipe, msg.peer, msg.worker))
             self.send(msg.worker, PipeFor(handle))
         elif isinstance(msg, FromClient):
-            messages = self.from_worker(bytearray(), msg.frames)
-            if messages is not None:
-                self.apply(self.from_client(now, sender, messages, ack=False))
+            messages, error = wire.decode_piped(bytearray(msg.frames))
+            if error is not None:
+                logger.error("[{}] Gossip: bad frame from a worker: {}", self.node_id, error)
+            self.apply(self.from_client(now, sender, messages, ack=False))
         elif isinstance(msg, (ClientGone, WorkerExited)):
             key = str(msg.worker if isinstance(msg, ClientGone) else msg.address)
             fd = self.pipe_of.get(key)
             if fd is not None:
                 self.read_pipes(now, [fd], gone=True)  # what it wrote before it left counts
                 self.drop_pipe(fd)
-            self.subscribers.pop(key, None)
+            if self.subscribers.pop(key, None) is not None:
+                self._subscribers_changed()
         elif isinstance(msg, Faults):
             self.faults = msg
         elif isinstance(msg, PublishDelta):
@@ -1013,8 +1064,8 @@ class Gossip(SatelliteActor):
                 self.wakeupAfter(timer_delay(effect), payload=effect.timer)
             elif kind is Deliver:
                 self.deliver(effect)
-        for worker, frames in batches.values():
-            self.to_worker(worker, bytes(frames))
+        for peer, (worker, frames) in batches.items():
+            self.to_worker(worker, bytes(frames), key=self.link_keys[peer])
 
     def deliver(self, effect: Deliver) -> None:
         self.counters["plumtree_delivered"] += 1
@@ -1111,6 +1162,9 @@ class PeerWorker(Connection):
         self.exit_normally()
 
     def on_frame(self, msg: Any, frame: bytes) -> None:
+        if msg is None:  # a Plumtree frame, for Gossip to check (``undecoded``)
+            self.for_gossip += frame
+            return
         kind = type(msg)
         if self.peer is None:
             if kind is not link.Hello or msg.version != link.PEER_PROTOCOL_VERSION:
@@ -1128,6 +1182,8 @@ class PeerWorker(Connection):
             self.greeted = True
             self.send(self.context["membership"], PeerUp(msg.peer, msg, self.myAddress))
             self.want_pipe(msg.peer)
+            if self.pipe_wanted:  # from now on Plumtree's frames go to Gossip's pipe
+                self.undecoded = PLUMTREE_TAGS
         elif kind in HYPARVIEW:
             self.inbox.setdefault("membership", []).append(msg)
         elif kind in PLUMTREE:
@@ -1158,7 +1214,12 @@ class PeerWorker(Connection):
         gossip = self.context.get("gossip")
         unpiped = self.take_pipe_pending()
         if unpiped and gossip is not None:
-            self.send(gossip, FromPeer(self.peer, wire.FrameDecoder().feed(unpiped)))
+            # Undecoded frames among them (``undecoded``): checked now, as Gossip would.
+            messages, error = wire.decode_piped(bytearray(unpiped), PLUMTREE_TAGS)
+            if error is not None:
+                why = f"{type(error).__name__}: {error}"
+                logger.warning("[{}] PeerWorker {}: bad frame ({})", self.node_id, self.remote, why)
+            self.send(gossip, FromPeer(self.peer, messages))
         membership = self.context.get("membership")
         peer = self.peer or self.init_args.get("connect")
         if membership is not None and peer is not None:

@@ -14,7 +14,7 @@ much more than the body itself. No pickle, ever.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgpack
@@ -522,9 +522,13 @@ class FrameDecoder:
         """Add bytes from the stream; return the messages completed by them, in order."""
         return [message for message, _ in self.feed_frames(data)]
 
-    def feed_frames(self, data: bytes) -> list[tuple[Any, bytes]]:
+    def feed_frames(
+        self, data: bytes, undecoded: frozenset[bytes] = frozenset()
+    ) -> list[tuple[Any, bytes]]:
         """As ``feed``, with each message's whole frame beside it (to pass it on as it
-        came, without encoding it again)."""
+        came, without encoding it again). A frame whose tag (``frame_tag``) is in
+        ``undecoded`` comes with None for its message: not decoded, so not checked (for a
+        reader that only passes it on, to where it is decoded with ``decode``)."""
         if self._error is not None:
             raise type(self._error)(f"decoder failed earlier: {self._error}")
         self._buffer += data
@@ -540,7 +544,10 @@ class FrameDecoder:
                     break
                 frame = bytes(self._buffer[:end])
                 del self._buffer[:end]
-                messages.append((decode(frame[_PREFIX:], max_frame=self.max_frame), frame))
+                if undecoded and frame_tag(frame) in undecoded:
+                    messages.append((None, frame))
+                else:
+                    messages.append((decode(frame[_PREFIX:], max_frame=self.max_frame), frame))
         except WireError as e:
             self._error = e
             self._buffer = bytearray()  # nothing in it can be used any more
@@ -552,27 +559,78 @@ class FrameDecoder:
         return len(self._buffer)
 
 
+def tags_of(classes: Iterable[type]) -> frozenset[bytes]:
+    """The type tags of registered message classes, as ``frame_tag`` reads them."""
+    return frozenset(_BY_CLASS[cls][0].encode() for cls in classes)
+
+
+def frame_tag(frame: bytes) -> bytes | None:
+    """The type tag of a whole frame, read from where ``encode`` puts it (a map of at most
+    15 entries whose first key is ``TAG``, its value a short str) without decoding the
+    frame; None if it is not there. What a peer wrote there says nothing of the rest of
+    its frame: only ``decode`` does."""
+    return _tag_at(frame, _PREFIX)
+
+
+def _tag_at(data: bytes, at: int) -> bytes | None:
+    if (
+        len(data) < at + 4
+        or not 0x80 <= data[at] <= 0x8F  # fixmap
+        or data[at + 1] != 0xA1  # a str of one byte:
+        or data[at + 2] != 0x74  # "t"
+        or not 0xA0 <= data[at + 3] <= 0xBF  # the tag, a fixstr
+    ):
+        return None
+    return data[at + 4 : at + 4 + (data[at + 3] & 0x1F)]
+
+
 def decode_trusted(buffer: bytearray) -> list[Any]:
     """The messages of the whole frames at the front of ``buffer``, taken off it (what is
     left is the start of a frame still on its way), without the checks of ``decode``.
 
     For a local stream whose writer decoded every frame with ``decode`` before passing it
-    on as it came (Gossip's end of a connection worker's pipe): checking again was about
+    on as it came (Gossip's end of a client worker's pipe): checking again was about
     a tenth of Gossip's CPU per broadcast. msgpack builds arrays as tuples, which is what
     the specs' ``load`` makes of them, so the messages equal ``decode``'s. A frame no
     worker writes raises ``MalformedFrame``: a bug at the other end."""
-    spans = _whole_frames(buffer)
-    messages = []
-    for start, end in spans:
-        try:
-            obj = msgpack.unpackb(bytes(buffer[start:end]), raw=False, use_list=False)
-            cls, fields = _BY_TAG[obj[TAG]]
-            messages.append(cls(**{attr: obj[key] for key, attr, _ in fields}))
-        except Exception as e:  # msgpack's failures are not a closed set of types
-            raise MalformedFrame(f"not a frame our workers write: {type(e).__name__}: {e}") from e
-    if spans:
-        del buffer[: spans[-1][1]]
+    messages, error = decode_piped(buffer)
+    if error is not None:
+        raise error
     return messages
+
+
+def decode_piped(
+    buffer: bytearray, checked: frozenset[bytes] = frozenset(), max_frame: int = MAX_FRAME
+) -> tuple[list[Any], WireError | None]:
+    """As ``decode_trusted``, but the frames whose tag (``frame_tag``) is in ``checked``
+    get every check of ``decode`` (with ``max_frame``): a peer wrote them, and the worker
+    passed them on undecoded (``FrameDecoder.feed_frames(undecoded=...)``).
+
+    Returns the messages up to the first frame that fails, and its error (None if none
+    did); the frames from that one on stay in ``buffer``: the stream is done with."""
+    messages: list[Any] = []
+    done = 0
+    for start, end in _whole_frames(buffer):
+        body = bytes(buffer[start:end])
+        if checked and _tag_at(body, 0) in checked:
+            try:
+                messages.append(decode(body, max_frame=max_frame))
+            except WireError as e:
+                del buffer[:done]
+                return messages, e
+        else:
+            try:
+                obj = msgpack.unpackb(body, raw=False, use_list=False)
+                cls, fields = _BY_TAG[obj[TAG]]
+                messages.append(cls(**{attr: obj[key] for key, attr, _ in fields}))
+            except Exception as e:  # msgpack's failures are not a closed set of types
+                del buffer[:done]
+                return messages, MalformedFrame(
+                    f"not a frame our workers write: {type(e).__name__}: {e}"
+                )
+        done = end
+    del buffer[:done]
+    return messages, None
 
 
 def _whole_frames(buffer: bytearray) -> list[tuple[int, int]]:
@@ -631,5 +689,9 @@ __all__ = [
     "decode",
     "decode_frame",
     "FrameDecoder",
+    "frame_tag",
+    "tags_of",
+    "decode_trusted",
+    "decode_piped",
     "split_frames",
 ]

@@ -249,6 +249,10 @@ class Antenna:
         sock, self._sock = self._sock, None
         if sock is not None:
             try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading it
+            except OSError:
+                pass
+            try:
                 sock.close()
             except OSError:
                 pass
@@ -498,7 +502,12 @@ class Antenna:
                     self._stopping.wait(backoff * (0.5 + random.random()))
                     backoff = min(MAX_BACKOFF, backoff * 2)
                 continue
-            self._sock.settimeout(0.2)
+            if self._sock.gettimeout() != self.timeout:
+                # Set once, not before every read: each setting is a system call. The
+                # timeout bounds a write from another thread (``publish``); a read that
+                # times out is only a quiet node. ``stop`` shuts the socket down to end
+                # the wait at once.
+                self._sock.settimeout(self.timeout)
             try:
                 frame = self._read_one()
             except NodeUnreachable as exc:
@@ -548,6 +557,7 @@ class Antenna:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.close()  # the watching thread's read returns
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=2)

@@ -11,6 +11,7 @@ import sys
 import time
 from collections import defaultdict
 
+import msgpack
 import psutil
 import pytest
 
@@ -462,6 +463,46 @@ def test_a_node_of_another_peer_protocol_version_is_refused_with_one_line(lone):
     assert len(lines) == 1 and expected in lines[0]
     with lone.antenna() as antenna:  # and the node goes on
         assert antenna.members()[0]["node"] == "solo"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        msgpack.packb({"t": "gossip", "id": b"x", "round": "one", "payload": b"", "root": "a:1"}),
+        b"\x85\xa1t\xa6gossip\xc1",  # Plumtree's tag where it belongs, then not msgpack
+    ],
+    ids=["a field of the wrong type", "not msgpack after the tag"],
+)
+def test_a_bad_plumtree_frame_from_a_peer_closes_its_link_with_one_line(lone, body):
+    # Once the link is up, a peer worker passes Plumtree's frames on undecoded: Gossip
+    # checks them, and closes the link on one that fails.
+    import socket
+
+    from protocols import link, wire
+
+    hello = link.Hello(link.PEER_PROTOCOL_VERSION, "stray", "127.0.0.1:9", 7)
+    with lone.antenna() as antenna, socket.create_connection(("127.0.0.1", lone.peer_port)) as sock:
+
+        def handed_over(connections: int) -> bool:  # their workers have pipes to Gossip
+            return antenna.metrics().gauges["links_written_by_gossip"] == connections
+
+        wait_for(lambda: handed_over(1), 15, "the Antenna's worker to hand over its connection")
+        sock.sendall(wire.encode(hello))
+        # Then the worker took our hello: a link for Plumtree, for now (the node closes it
+        # after 5 s with a DISCONNECT, as it carries no HyParView link).
+        wait_for(lambda: handed_over(2), 4, "the stray link's worker to hand it over")
+        sock.sendall(len(body).to_bytes(4, "big") + body)
+        sock.settimeout(15)
+        while sock.recv(65536):  # the node's hello, then the close
+            pass
+
+        def closings() -> list[str]:
+            return [line for line in lone.log.read_text().splitlines() if "closing" in line]
+
+        wait_for(closings, 10, "the line that says why the link closed")
+        lines = closings()
+        assert len(lines) == 1 and "Gossip: 127.0.0.1:9: bad frame" in lines[0], lines
+        assert antenna.members()[0]["node"] == "solo"  # and the node goes on
 
 
 def test_antenna_errors_are_clear(lone):
