@@ -173,6 +173,8 @@ class Pipe:
                 self.close()
                 break
             chunks.append(data)
+            if len(data) < RECV_CHUNK:
+                break  # all there was, most likely: no second call just to hear so
         return b"".join(chunks)
 
     def close(self) -> None:

@@ -1047,6 +1047,7 @@ class Gossip(SatelliteActor):
         # several peers is encoded once: actor hops are what a broadcast costs here.
         batches: dict[str, tuple[Any, bytearray]] = {}
         encoded: dict[int, bytes] = {}
+        deliveries = []
         for effect in effects:
             kind = type(effect)
             if kind is Send:
@@ -1063,9 +1064,12 @@ class Gossip(SatelliteActor):
             elif kind is SetTimer:
                 self.wakeupAfter(timer_delay(effect), payload=effect.timer)
             elif kind is Deliver:
-                self.deliver(effect)
+                deliveries.append(effect)
         for peer, (worker, frames) in batches.items():
             self.to_worker(worker, bytes(frames), key=self.link_keys[peer])
+        # After the pushes: the next hop's nodes start on them while we read the payload.
+        for effect in deliveries:
+            self.deliver(effect)
 
     def deliver(self, effect: Deliver) -> None:
         self.counters["plumtree_delivered"] += 1
