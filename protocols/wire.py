@@ -572,12 +572,14 @@ def frame_tag(frame: bytes) -> bytes | None:
     return _tag_at(frame, _PREFIX)
 
 
+_TAG_KEY = msgpack.packb(TAG)  # b"\xa1t": the key as encode writes it
+
+
 def _tag_at(data: bytes, at: int) -> bytes | None:
     if (
         len(data) < at + 4
         or not 0x80 <= data[at] <= 0x8F  # fixmap
-        or data[at + 1] != 0xA1  # a str of one byte:
-        or data[at + 2] != 0x74  # "t"
+        or data[at + 1 : at + 3] != _TAG_KEY
         or not 0xA0 <= data[at + 3] <= 0xBF  # the tag, a fixstr
     ):
         return None
