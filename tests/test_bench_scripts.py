@@ -417,3 +417,17 @@ def test_a_wait_that_times_out_says_what_it_saw_and_what_the_state_was():
     # An explanation that fails itself leaves the timeout as the error.
     with pytest.raises(AssertionError, match="no explanation"):
         wait_for(lambda: None, 0.1, "nothing", 0.05, lambda: 1 / 0)
+
+
+def test_cold_start_runs_each_case_and_refuses_bad_arguments(capsys):
+    from bench import cold_start
+
+    for name, fn in cold_start.cases().items():
+        assert fn() is not None or name == "a call that does nothing"
+    cold, warm = cold_start.measure(lambda: sum(range(20000)), 0.0, 3)
+    assert cold > 0 and warm > 0
+    assert cold_start.main(["--sleep-ms", "0", "--rounds", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4 + len(cold_start.cases())
+    with pytest.raises(SystemExit) as exit:
+        cold_start.main(["--rounds", "0"])
+    assert exit.value.code == 2
