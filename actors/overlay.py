@@ -731,12 +731,11 @@ class Gossip(SatelliteActor):
         if state is None:
             return
         eager = self.pt.eager_peers
-        told = self.eager_told  # (peers, data wanted, peers as a set)
-        if told is not None and told[1] == self.data_wanted and eager.keys() == told[2]:
+        told = self.eager_told  # (eager peers, data wanted)
+        if told is not None and told[1] == self.data_wanted and eager.keys() == told[0]:
             return
-        peers = sorted(eager)
-        self.eager_told = (peers, self.data_wanted, set(peers))
-        self.send(state, EagerPeers(peers, self.data_wanted))
+        self.eager_told = (set(eager), self.data_wanted)
+        self.send(state, EagerPeers(sorted(eager), self.data_wanted))
 
     def _subscribers_changed(self) -> None:
         self.data_wanted = any("data" in names for _, names in self.subscribers.values())

@@ -586,27 +586,21 @@ def _tag_at(data: bytes, at: int) -> bytes | None:
     return data[at + 4 : at + 4 + (data[at + 3] & 0x1F)]
 
 
-def decode_trusted(buffer: bytearray) -> list[Any]:
-    """The messages of the whole frames at the front of ``buffer``, taken off it (what is
-    left is the start of a frame still on its way), without the checks of ``decode``.
-
-    For a local stream whose writer decoded every frame with ``decode`` before passing it
-    on as it came (Gossip's end of a client worker's pipe): checking again was about
-    a tenth of Gossip's CPU per broadcast. msgpack builds arrays as tuples, which is what
-    the specs' ``load`` makes of them, so the messages equal ``decode``'s. A frame no
-    worker writes raises ``MalformedFrame``: a bug at the other end."""
-    messages, error = decode_piped(buffer)
-    if error is not None:
-        raise error
-    return messages
-
-
 def decode_piped(
     buffer: bytearray, checked: frozenset[bytes] = frozenset(), max_frame: int = MAX_FRAME
 ) -> tuple[list[Any], WireError | None]:
-    """As ``decode_trusted``, but the frames whose tag (``frame_tag``) is in ``checked``
-    get every check of ``decode`` (with ``max_frame``): a peer wrote them, and the worker
-    passed them on undecoded (``FrameDecoder.feed_frames(undecoded=...)``).
+    """The messages of the whole frames at the front of ``buffer``, taken off it (what is
+    left is the start of a frame still on its way), from a local stream: Gossip's end of
+    a worker's pipe.
+
+    The frames whose tag (``frame_tag``) is in ``checked`` get every check of ``decode``
+    (with ``max_frame``): a peer wrote them, and the worker passed them on undecoded
+    (``FrameDecoder.feed_frames(undecoded=...)``). The others the worker decoded before
+    passing them on as they came, or wrote itself, and are not checked again (checking
+    them was about a tenth of Gossip's CPU per broadcast); msgpack builds arrays as
+    tuples, which is what the specs' ``load`` makes of them, so the messages equal
+    ``decode``'s. One that no worker writes gives ``MalformedFrame``: a bug at the other
+    end.
 
     Returns the messages up to the first frame that fails, and its error (None if none
     did); the frames from that one on stay in ``buffer``: the stream is done with."""
@@ -693,7 +687,6 @@ __all__ = [
     "FrameDecoder",
     "frame_tag",
     "tags_of",
-    "decode_trusted",
     "decode_piped",
     "split_frames",
 ]
