@@ -54,7 +54,7 @@ from protocols.events import (
 )
 from protocols.stack import Stack
 
-SCENARIOS = ("stable", "mass-crash", "churn", "partition", "multi-sender")
+SCENARIOS = ("stable", "mass-crash", "churn", "partition", "multi-sender", "load")
 PLUMTREE_MESSAGES = frozenset(plumtree.MESSAGES)
 CONTROL_MESSAGES = (plumtree.IHave, plumtree.Graft, plumtree.Prune)
 
@@ -101,6 +101,7 @@ class Record:
     eventually: set = field(default_factory=set)  # at any time (repairs, anti-entropy)
     payload_messages: int = 0
     max_round: int = 0
+    last_at: float = 0.0  # the last delivery within its round
 
 
 class Simulation:
@@ -113,6 +114,9 @@ class Simulation:
         detect: float = 1.0,
         broadcast: str = "plumtree",
         round_s: float = 1.0,
+        cpu: float = 0.0,
+        cores: int = 0,
+        plumtree_config: plumtree.Config | None = None,
     ) -> None:
         self.n = nodes
         self.seed = seed
@@ -122,6 +126,13 @@ class Simulation:
         self.detect = detect
         self.broadcast_kind = broadcast
         self.round_s = round_s  # a broadcast counts as delivered only within its round
+        # CPU: each event a node handles takes ``cpu`` seconds, one at a time per node;
+        # with ``cores``, the whole office shares that many CPUs (as on one machine).
+        self.cpu = cpu
+        self.node_free = [0.0] * nodes  # when each node is done with what it has
+        self.core_free = [0.0] * cores  # a heap: when each shared CPU is free
+        self.grafts = self.prunes = self.broadcasts = 0  # while counting
+        self.plumtree_config = plumtree_config
         self.now = 0.0
         self.queue: list = []
         self.seq = 0
@@ -168,6 +179,10 @@ class Simulation:
                                 rec.payload_messages += 1
                         else:
                             self.control_messages += 1
+                            if mkind is plumtree.Graft:
+                                self.grafts += 1
+                            elif mkind is plumtree.Prune:
+                                self.prunes += 1
                     if self.loss and self.rng.random() < self.loss:
                         continue
                 self.push(now + self.latency(node, dest), dest, (node, msg))
@@ -179,6 +194,7 @@ class Simulation:
                     rec.eventually.add(node)
                 if rec is not None and now - rec.sent_at <= self.round_s:
                     rec.delivered.add(node)
+                    rec.last_at = max(rec.last_at, now)
                     if effect.round > rec.max_round:
                         rec.max_round = effect.round
 
@@ -213,6 +229,19 @@ class Simulation:
                         failed = PeerFailed(node, inc)
                         self.push(at + self.latency(node, sender), sender, failed)
                 continue
+            if self.cpu:
+                # Wait for this node to finish what it is doing, and for a free CPU.
+                start = max(at, self.node_free[node])
+                if self.core_free:
+                    start = max(start, self.core_free[0])
+                if start > at:
+                    self.seq += 1  # behind what is already waiting: order kept
+                    heapq.heappush(queue, (start, self.seq, node, inc, event))
+                    continue
+                at = self.now = at + self.cpu  # its effects leave when it is done
+                self.node_free[node] = at
+                if self.core_free:
+                    heapq.heapreplace(self.core_free, at)
             self.events += 1
             if type(event) is tuple:
                 sender, msg = event
@@ -231,7 +260,13 @@ class Simulation:
         self.incarnation[node] += 1
         rng = random.Random(self.seed * 1_000_003 + node * 7919 + self.incarnation[node])
         layer = Flood(node) if self.broadcast_kind == "flood" else None
-        stack = Stack(node, rng, self.incarnation[node], broadcast_layer=layer)
+        stack = Stack(
+            node,
+            rng,
+            self.incarnation[node],
+            plumtree_config=self.plumtree_config,  # read only: one for all
+            broadcast_layer=layer,
+        )
         self.stacks[node] = stack
         if contact is not None:
             self.apply(node, stack.handle(self.now, JoinVia(contact)))
@@ -274,6 +309,7 @@ class Simulation:
         group = self.group[sender]
         expected = {i for i in self.live() if self.group[i] == group}
         self.records[mid] = Record(self.now, expected)
+        self.broadcasts += self.counting
         stack = self.stacks[sender]
         self.apply(sender, stack.handle(self.now, Broadcast(mid, b"reading")))
         return mid
@@ -330,7 +366,10 @@ def summarise(records: list[Record]) -> dict:
     reliabilities = []
     missed = 0
     rmrs = []
+    to_all = []  # for broadcasts that reached every node expected, within their round
     for rec in records:
+        if rec.expected <= rec.delivered:
+            to_all.append(rec.last_at - rec.sent_at)
         got = rec.delivered & rec.expected
         reliabilities.append(len(got) / max(1, len(rec.expected)))
         missed += len(rec.expected) - len(got)
@@ -343,7 +382,18 @@ def summarise(records: list[Record]) -> dict:
         "missed": missed,
         "rmr": round(sum(rmrs) / len(rmrs), 4) if rmrs else None,
         "ldh": max(rec.max_round for rec in records),
+        **_time_to_all(to_all),
     }
+
+
+def _time_to_all(times: list[float]) -> dict:
+    """Median and 99th percentile time-to-all, ms (meaningful with ``--cpu``: without it,
+    only the links' latencies add up)."""
+    if not times:
+        return {}
+    times = sorted(times)
+    p50, p99 = (times[min(len(times) - 1, int(q * len(times)))] for q in (0.5, 0.99))
+    return {"time_to_all_p50_ms": round(1000 * p50, 2), "time_to_all_p99_ms": round(1000 * p99, 2)}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -356,6 +406,11 @@ def run(args: argparse.Namespace) -> dict:
         detect=args.detect,
         broadcast=args.broadcast,
         round_s=args.round,
+        cpu=args.cpu,
+        cores=args.cores,
+        # The paper's rules for every copy, to stand beside ours for copies that crossed
+        # a PRUNE (protocols/plumtree.py, Plumtree._crossed).
+        plumtree_config=plumtree.Config(keep_crossed=False) if args.paper_prunes else None,
     )
     rng = random.Random(args.seed ^ 0x5EED)
     n = args.nodes
@@ -379,6 +434,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     sim.counting = True
     sim.control_messages = sim.payload_messages = 0
+    sim.grafts = sim.prunes = sim.broadcasts = 0
     records: list[Record] = []
     scenario = args.scenario
 
@@ -390,6 +446,15 @@ def run(args: argparse.Namespace) -> dict:
     if scenario in ("stable", "multi-sender"):
         for _ in range(args.broadcasts):
             records.append(sim.round(pick_sender()))
+    elif scenario == "load":
+        # One sender at --rate broadcasts a second, as bench/compare.py's publisher:
+        # with --cpu, each broadcast's work can queue behind the last one's.
+        mids = []
+        for _ in range(args.broadcasts):
+            mids.append(sim.broadcast(sender))
+            sim.run_until(sim.now + 1.0 / args.rate)
+        sim.run_until(sim.now + args.round)
+        records = [sim.records[mid] for mid in mids]
     elif scenario == "mass-crash":
         victims = rng.sample(range(n), int(n * args.fail))
         for v in victims:
@@ -434,6 +499,9 @@ def run(args: argparse.Namespace) -> dict:
 
     out.update(summarise(records))
     out["control_per_payload"] = round(sim.control_messages / max(1, sim.payload_messages), 4)
+    # over every broadcast since counting began (churn and partition measure a part)
+    out["grafts_per_broadcast"] = round(sim.grafts / max(1, sim.broadcasts), 3)
+    out["prunes_per_broadcast"] = round(sim.prunes / max(1, sim.broadcasts), 3)
     # Let the overlay quiesce before judging its shape: in-flight joins and repairs land.
     sim.run_until(sim.now + args.quiesce)
     # What the repairs (GRAFTs, anti-entropy) never brought, even given the quiesce.
@@ -475,6 +543,21 @@ def parse_args(argv: list[str] | None, prog: str = "simulate.py") -> argparse.Na
         help="per-link latency range, seconds",
     )
     p.add_argument("--detect", type=float, default=1.0, help="keepalive failure detection, s")
+    p.add_argument("--rate", type=float, default=20.0, help="load: broadcasts per second")
+    p.add_argument(
+        "--cpu",
+        type=float,
+        default=0.0,
+        help="seconds of CPU each event a node handles takes, one at a time (default 0)",
+    )
+    p.add_argument(
+        "--cores", type=int, default=0, help="CPUs the whole office shares (default: one a node)"
+    )
+    p.add_argument(
+        "--paper-prunes",
+        action="store_true",
+        help="Plumtree takes a payload that crossed its PRUNE as any other, as the paper does",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     if args.fail is None:
@@ -490,8 +573,10 @@ def parse_args(argv: list[str] | None, prog: str = "simulate.py") -> argparse.Na
         problems.append("--broadcasts must be at least 1")
     if not 0 <= args.latency[0] <= args.latency[1]:
         problems.append("--latency needs 0 <= LO <= HI")
-    if args.round <= 0 or args.detect <= 0:
-        problems.append("--round and --detect must be positive")
+    if args.round <= 0 or args.detect <= 0 or args.rate <= 0:
+        problems.append("--round, --detect and --rate must be positive")
+    if args.cpu < 0 or args.cores < 0:
+        problems.append("--cpu and --cores cannot be negative")
     if args.warmup < 0 or args.settle < 0 or args.quiesce < 0:
         problems.append("--warmup, --settle and --quiesce cannot be negative")
     if problems:

@@ -82,6 +82,12 @@ class Prune:
 MESSAGES = (Gossip, IHave, Graft, Prune)
 
 
+def _expire_times(cache: OrderedDict, limit: int, horizon: float) -> None:
+    """``_expire`` for a cache whose values are the times themselves."""
+    while cache and (len(cache) > limit or next(iter(cache.values())) < horizon):
+        cache.popitem(last=False)
+
+
 def _expire(cache: OrderedDict, limit: int, horizon: float) -> None:
     """Drop from the oldest end (caches are in arrival order) what is too old or too many."""
     while cache and (len(cache) > limit or next(iter(cache.values()))[0] < horizon):
@@ -125,6 +131,10 @@ class Config:
     # broadcast's messages on a 10-node office, and each costs actor hops on both ends.
     ihave_delay: float = 0.050
     optimization_threshold: int = 3  # hops saved before we swap a tree link for a lazy one
+    # A payload from a peer we PRUNEd less than this long ago crossed the PRUNE; False:
+    # every copy is taken as the paper takes it (see Plumtree._crossed).
+    crossed_window: float = 1.0
+    keep_crossed: bool = True
     payload_ttl: float = 30.0  # keep payloads this long, to answer GRAFTs
     payload_max: int = 10_000
     seen_ttl: float = 90.0  # remember delivered ids this long, to drop duplicates
@@ -159,6 +169,10 @@ class Plumtree:
     # id -> (time, round, payload, root)
     payloads: OrderedDict = field(default_factory=OrderedDict)
     missing: dict = field(default_factory=dict)  # id -> [(announcer, round, root), ...]
+    # root -> the peer its last payload came from down the tree: our parent in it
+    parents: OrderedDict = field(default_factory=OrderedDict)
+    # (root, peer) -> when we PRUNEd that peer in that root's tree, oldest first
+    pruned: OrderedDict = field(default_factory=OrderedDict)
     _graft_armed: set = field(default_factory=set)
     # peer -> {id: (round, root)}: IHAVE entries waiting for the window to close
     _lazy_queue: dict = field(default_factory=dict)
@@ -190,6 +204,7 @@ class Plumtree:
             self._broadcast(now, event.id, event.payload, out)
         elif kind is NeighborUp:
             peer = event.peer
+            self._forget_prunes(peer)  # a new link (the peer may have restarted)
             # Every new link starts eager (paper), in every tree.
             for eager, lazy in ((self.eager_peers, self.lazy_peers), *self.trees.values()):
                 lazy.pop(peer, None)
@@ -208,6 +223,7 @@ class Plumtree:
                 eager.pop(gone, None)
                 lazy.pop(gone, None)
             self._lazy_queue.pop(gone, None)
+            self._forget_prunes(gone)
             # Its announcements can no longer be grafted: free their slots.
             for announcers in self.missing.values():
                 announcers[:] = [a for a in announcers if a[0] != gone]
@@ -239,6 +255,8 @@ class Plumtree:
         return tree
 
     def _make_eager(self, root: Peer, peer: Peer) -> None:
+        if self.pruned:
+            self.pruned.pop((root, peer), None)
         if self.is_neighbor(peer):
             for eager, lazy in (self._tree(root), (self.eager_peers, self.lazy_peers)):
                 lazy.pop(peer, None)
@@ -260,13 +278,21 @@ class Plumtree:
         self._push(mid, 0, payload, None, self.me, out)
 
     def _push(
-        self, mid: bytes, round: int, payload: bytes, sender: Peer, root: Peer, out: list
+        self,
+        mid: bytes,
+        round: int,
+        payload: bytes,
+        sender: Peer,
+        root: Peer,
+        out: list,
+        skip: Peer = None,
     ) -> None:
-        """Eager push the payload down ``root``'s tree, lazy push its id to the rest."""
+        """Eager push the payload down ``root``'s tree (but to ``skip``), lazy push its
+        id to the rest."""
         eager, lazy = self._tree(root)
         gossip = Gossip(mid, round + 1, payload, root)
         for peer in eager:
-            if peer != sender:
+            if peer != sender and peer != skip:
                 out.append(Send(peer, gossip))
         if lazy:
             for peer in lazy:
@@ -291,6 +317,37 @@ class Plumtree:
         _expire(self.received, c.seen_max, now - c.seen_ttl)
         _expire(self.payloads, c.payload_max, now - c.payload_ttl)
 
+    def _prune(self, now: float, root: Peer, peer: Peer, out: list) -> None:
+        self._make_lazy(root, peer)
+        out.append(Send(peer, Prune(root)))
+        c = self.config
+        if c.keep_crossed:
+            key = (root, peer)
+            self.pruned.pop(key, None)
+            self.pruned[key] = now
+            _expire_times(self.pruned, 4 * c.roots_max, now - c.crossed_window)
+
+    def _forget_prunes(self, peer: Peer) -> None:
+        if self.pruned:
+            for key in [key for key in self.pruned if key[1] == peer]:
+                del self.pruned[key]
+
+    def _crossed(self, now: float, root: Peer, peer: Peer) -> bool:
+        """Did a payload from ``peer`` cross our PRUNE of it in ``root``'s tree? On a
+        loaded office several of a root's payloads are on their way at once, and a PRUNE
+        takes as long: payloads the peer pushed before it had our PRUNE still come. The
+        paper's rules, applied to such a stray copy, cut the tree: it arrives first, we
+        push it on to our parent too, whose own copy reached it earlier, so our parent
+        PRUNEs us, and its copy reaching us second makes us PRUNE it: a subtree hangs
+        from nothing, and gets every payload after an IHAVE and a GRAFT timeout, which
+        load more a loaded office (30 members on two cores: 3.1 GRAFTs and 13.4 PRUNEs
+        an event, 100-400 ms an event; in ``bench/simulate.py --scenario load`` 6-8
+        GRAFTs a broadcast where this leaves 0.03-1). So a stray copy is delivered and
+        passed on, but not to our parent, does not make its link eager again, and the
+        copy from our parent after it is not pruned."""
+        at = self.pruned.get((root, peer))
+        return at is not None and at >= now - self.config.crossed_window
+
     # -- receiving ------------------------------------------------------------------------
 
     def _has(self, peer: Peer, mid: bytes, round: int) -> None:
@@ -312,14 +369,25 @@ class Plumtree:
             # A second copy: this link is redundant for the tree. PRUNE even a peer we
             # hold lazy: if our GRAFT and its PRUNE crossed, it may still push to us.
             if self.is_neighbor(peer):
-                self._make_lazy(root, peer)
-                out.append(Send(peer, Prune(root)))
+                first = self.received[mid][2]
+                if first != peer and self._crossed(now, root, first):
+                    return  # the first copy was the stray one: this link is the tree's
+                self._prune(now, root, peer, out)
             return
         self._remember(now, mid, msg.round, msg.payload, peer, root)
         out.append(Deliver(mid, msg.payload, msg.round))
         announcers = self.missing.pop(mid, None)
+        if self.pruned and self._crossed(now, root, peer):
+            # Pass it on, but not up to our parent, which has it or soon will: a copy
+            # from us would be its duplicate, and it would PRUNE the link we hang from.
+            self._push(mid, msg.round, msg.payload, peer, root, out, self.parents.get(root))
+            return
         self._push(mid, msg.round, msg.payload, peer, root, out)
         self._make_eager(root, peer)
+        self.parents[root] = peer
+        self.parents.move_to_end(root)
+        if len(self.parents) > self.config.roots_max:
+            self.parents.popitem(last=False)
         if announcers:
             best_peer, best_round, _ = min(announcers, key=lambda a: a[1])
             self._optimize(now, mid, msg.round, peer, best_peer, best_round, root, out)
@@ -348,8 +416,7 @@ class Plumtree:
         ):
             self._make_eager(root, lazy)
             out.append(Send(lazy, Graft(None, lazy_round, root)))
-            self._make_lazy(root, parent)
-            out.append(Send(parent, Prune(root)))
+            self._prune(now, root, parent, out)
             # compare later IHAVEs with the new path
             self.received[mid] = (now, lazy_round, lazy, root)
 
@@ -379,6 +446,8 @@ class Plumtree:
             out.append(SetTimer(c.graft_timeout, GraftTimeout(tuple(armed))))
 
     def _on_graft(self, now: float, peer: Peer, msg: Graft, out: list) -> None:
+        if self.parents.get(msg.root) == peer:
+            del self.parents[msg.root]  # it hangs from us now
         self._make_eager(msg.root, peer)
         if msg.id is not None:
             cached = self.payloads.get(msg.id)

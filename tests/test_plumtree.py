@@ -386,6 +386,87 @@ def test_graft_timeout_after_arrival_does_nothing_and_clears_missing():
     assert list(node.lazy_for(R)) == [2]  # the announcer was not grafted
 
 
+# --- a payload that crossed our PRUNE ----------------------------------------------------
+
+
+def crossing(config: Config | None = None) -> Plumtree:
+    """A node whose parent in R's tree is 1; it got m1 from 1, then from 2, and PRUNEd 2.
+    3 hangs from it."""
+    node = make(eager=[1, 2, 3], config=config)
+    node.handle(1.0, Receive(1, Gossip(b"m1", 2, P, R)))
+    assert sends(node.handle(1.01, Receive(2, Gossip(b"m1", 2, P, R))), Prune) == [(2, Prune(R))]
+    return node
+
+
+def test_a_payload_that_crossed_our_prune_is_passed_on_but_not_up_to_our_parent():
+    # 2 pushed m2 before our PRUNE reached it, and on a loaded office it comes first.
+    node = crossing()
+    out = node.handle(1.02, Receive(2, Gossip(b"m2", 2, P, R)))
+    assert delivers(out) == [Deliver(b"m2", P, 2)]
+    assert sends(out, Gossip) == [(3, Gossip(b"m2", 3, P, R))]  # not to 1, which has it
+    assert 2 in node.lazy_for(R)  # the PRUNE stands
+    # Our parent's own copy after it is the tree working: its link stays.
+    assert sends(node.handle(1.03, Receive(1, Gossip(b"m2", 2, P, R)))) == []
+    assert 1 in node.eager_for(R)
+    # and the next payload comes down the tree as before
+    out = node.handle(1.1, Receive(1, Gossip(b"m3", 2, P, R)))
+    assert sends(out, Gossip) == [(3, Gossip(b"m3", 3, P, R))]
+
+
+def test_the_paper_rules_on_a_crossed_payload_cut_the_link_we_hang_from():
+    # What keep_crossed=False does, as the paper: we push m2 to our parent, which has it
+    # (and will PRUNE us for it), make 2 eager again, and PRUNE our parent for its copy.
+    node = crossing(Config(keep_crossed=False))
+    out = node.handle(1.02, Receive(2, Gossip(b"m2", 2, P, R)))
+    assert sorted(sends(out, Gossip)) == [(1, Gossip(b"m2", 3, P, R)), (3, Gossip(b"m2", 3, P, R))]
+    assert 2 in node.eager_for(R)
+    assert sends(node.handle(1.03, Receive(1, Gossip(b"m2", 2, P, R)))) == [(1, Prune(R))]
+    assert 1 in node.lazy_for(R)
+
+
+def test_a_payload_long_after_our_prune_is_taken_as_the_tree_s():
+    cfg = Config(crossed_window=1.0)
+    node = crossing(cfg)
+    out = node.handle(2.5, Receive(2, Gossip(b"m2", 2, P, R)))  # 1.49 s later: not in flight
+    assert sorted(sends(out, Gossip)) == [(1, Gossip(b"m2", 3, P, R)), (3, Gossip(b"m2", 3, P, R))]
+    assert 2 in node.eager_for(R)
+    assert sends(node.handle(2.51, Receive(1, Gossip(b"m2", 2, P, R)))) == [(1, Prune(R))]
+
+
+def test_a_peer_we_grafted_or_that_grafted_us_is_no_longer_taken_as_crossing():
+    node = crossing()
+    node.handle(1.02, Receive(2, IHave(((b"m2", 2, R),))))
+    node.handle(1.1, TimerFired(GraftTimeout((b"m2",))))  # we GRAFT 2: we want its pushes
+    out = node.handle(1.12, Receive(2, Gossip(b"m2", 2, P, R)))
+    assert sorted(sends(out, Gossip)) == [(1, Gossip(b"m2", 3, P, R)), (3, Gossip(b"m2", 3, P, R))]
+    assert node.parents[R] == 2
+    # 3 PRUNEd, then 3 GRAFTs us: a copy from it is the tree's again
+    node = crossing()
+    node.handle(1.02, Receive(3, Gossip(b"m1", 3, P, R)))  # a duplicate: PRUNE 3
+    node.handle(1.03, Receive(3, Graft(None, 3, R)))
+    out = node.handle(1.04, Receive(3, Gossip(b"m2", 2, P, R)))
+    assert sorted(sends(out, Gossip)) == [(1, Gossip(b"m2", 3, P, R))]
+    assert node.parents[R] == 3
+
+
+def test_a_parent_that_grafts_us_hangs_from_us_and_gets_crossed_payloads():
+    node = crossing()
+    node.handle(1.02, Receive(1, Graft(None, 2, R)))  # the tree turned: 1 hangs from us now
+    assert R not in node.parents
+    out = node.handle(1.03, Receive(2, Gossip(b"m2", 2, P, R)))  # crossed our PRUNE
+    assert sorted(sends(out, Gossip)) == [(1, Gossip(b"m2", 3, P, R)), (3, Gossip(b"m2", 3, P, R))]
+
+
+def test_a_new_link_to_a_peer_we_pruned_starts_afresh():
+    # The peer restarted (or the link was made again): its pushes are the tree's.
+    node = crossing()
+    node.handle(1.02, NeighborDown(2))
+    node.handle(1.03, NeighborUp(2))
+    assert not node.pruned
+    out = node.handle(1.04, Receive(2, Gossip(b"m2", 2, P, R)))
+    assert sorted(sends(out, Gossip)) == [(1, Gossip(b"m2", 3, P, R)), (3, Gossip(b"m2", 3, P, R))]
+
+
 # --- GRAFT received ------------------------------------------------------------------------
 
 
@@ -651,6 +732,8 @@ def test_random_event_sequences_keep_invariants(steps, seed):
             assert eager | lazy == set(node.eager_peers) | set(node.lazy_peers)  # every link
             assert ME not in eager | lazy
         assert len(node.missing) <= cfg.missing_max
+        assert len(node.parents) <= cfg.roots_max
+        assert len(node.pruned) <= 4 * cfg.roots_max
         assert all(len(a) <= cfg.announcers_max for a in node.missing.values())
         assert len(node.payloads) <= cfg.payload_max
         for _, msg in sends(out, IHave):

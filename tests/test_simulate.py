@@ -100,6 +100,33 @@ def test_heavy_loss_is_repaired_before_the_payloads_expire(seed: int) -> None:
     assert result["missed_after_quiesce"] == 0
 
 
+def test_cpu_time_queues_events_on_the_cores_the_office_shares() -> None:
+    # One CPU for 30 nodes, 5 ms an event: the 29 deliveries of a broadcast each wait
+    # for the one before (on their own cores they overlap, and only latency adds up).
+    argv = ["--nodes", "30", "--scenario", "load", "--broadcasts", "5", "--rate", "1"]
+    one = simulate.run(simulate.parse_args([*argv, "--cpu", "0.005", "--cores", "1"]))
+    own = simulate.run(simulate.parse_args([*argv, "--cpu", "0.005"]))
+    free = simulate.run(simulate.parse_args(argv))
+    assert one["missed"] == own["missed"] == free["missed"] == 0
+    assert one["time_to_all_p50_ms"] >= 29 * 5
+    assert free["time_to_all_p50_ms"] < own["time_to_all_p50_ms"] < 29 * 5
+
+
+def test_payloads_that_crossed_a_prune_no_longer_cut_a_loaded_tree() -> None:
+    # 30 nodes on two CPUs at 20 broadcasts a second, near what they can carry: several
+    # payloads are on their way at once, and PRUNEs cross them. By the paper's rules the
+    # tree is cut again and again and its subtrees get every payload by IHAVE and GRAFT.
+    argv = ["--nodes", "30", "--scenario", "load", "--broadcasts", "200", "--seed", "3"]
+    argv += ["--cpu", "0.0012", "--cores", "2"]
+    paper = simulate.run(simulate.parse_args([*argv, "--paper-prunes"]))
+    ours = simulate.run(simulate.parse_args(argv))
+    assert paper["grafts_per_broadcast"] > 3 and paper["rmr"] > 0.3  # the loop
+    assert ours["grafts_per_broadcast"] < paper["grafts_per_broadcast"] / 10
+    assert ours["prunes_per_broadcast"] < paper["prunes_per_broadcast"] / 10
+    assert ours["rmr"] < paper["rmr"] / 10
+    assert ours["reliability"] > paper["reliability"]
+
+
 def test_same_seed_same_run_other_seed_other_run() -> None:
     def strip(r: dict) -> dict:
         return {k: v for k, v in r.items() if k != "wall_seconds"}
@@ -124,7 +151,14 @@ def test_command_line_prints_one_json_object() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["--nodes", "1"], ["--scenario", "meteor"], ["--loss", "1.5"], ["--nodes", "many"]],
+    [
+        ["--nodes", "1"],
+        ["--scenario", "meteor"],
+        ["--loss", "1.5"],
+        ["--nodes", "many"],
+        ["--cpu", "-1"],
+        ["--rate", "0"],
+    ],
 )
 def test_bad_arguments_exit_2_without_traceback(args: list[str]) -> None:
     proc = subprocess.run(
