@@ -390,11 +390,12 @@ class Plumtree:
             self.parents.popitem(last=False)
         if announcers:
             best_peer, best_round, _ = min(announcers, key=lambda a: a[1])
-            self._optimize(now, mid, msg.round, peer, best_peer, best_round, root, out)
+            self._optimize(now, now, mid, msg.round, peer, best_peer, best_round, root, out)
 
     def _optimize(
         self,
         now: float,
+        seen_at: float,
         mid: bytes,
         round: int,
         parent: Peer,
@@ -407,7 +408,8 @@ class Plumtree:
         announcement. If a lazy link announced the message ``threshold`` hops earlier than
         the tree delivered it, it replaces the tree link. The paper checks this when the
         payload arrives after an IHAVE; with batched IHAVEs they mostly arrive after the
-        payload, so the same check runs then too."""
+        payload, so the same check runs then too. (``seen_at``: when ``mid`` came, which
+        its record keeps.)"""
         if (
             round - lazy_round >= self.config.optimization_threshold
             and lazy != parent
@@ -418,7 +420,7 @@ class Plumtree:
             out.append(Send(lazy, Graft(None, lazy_round, root)))
             self._prune(now, root, parent, out)
             # compare later IHAVEs with the new path
-            self.received[mid] = (now, lazy_round, lazy, root)
+            self.received[mid] = (seen_at, lazy_round, lazy, root)
 
     def _on_ihave(self, now: float, peer: Peer, msg: IHave, out: list) -> None:
         if not self.is_neighbor(peer):
@@ -430,7 +432,7 @@ class Plumtree:
             seen = self.received.get(mid)
             if seen is not None:
                 # (the root we had it with: an announcement cannot move another tree)
-                self._optimize(seen[0], mid, seen[1], seen[2], peer, round, seen[3], out)
+                self._optimize(now, seen[0], mid, seen[1], seen[2], peer, round, seen[3], out)
                 continue
             announcers = self.missing.get(mid)
             if announcers is None:
