@@ -13,6 +13,7 @@ import sys
 
 from bench import simulate
 
+LOADED = ["--broadcasts", "200", "--cpu", "0.0012", "--cores", "2"]
 ROWS = [
     # (nodes, scenario, broadcast, extra arguments)
     (100, "stable", "plumtree", []),
@@ -27,9 +28,8 @@ ROWS = [
     (1000, "partition", "plumtree", []),
     (1000, "stable", "plumtree", ["--loss", "0.05"]),
     # 30 nodes sharing two CPUs near what they can carry, as bench/compare.py's office
-    (30, "load", "plumtree", ["--broadcasts", "200", "--cpu", "0.0012", "--cores", "2"]),
-    (30, "load", "plumtree", ["--broadcasts", "200", "--cpu", "0.0012", "--cores", "2"])
-    + ["--paper-prunes"],
+    (30, "load", "plumtree", [*LOADED]),
+    (30, "load", "plumtree", [*LOADED, "--paper-prunes"]),
 ]
 BIG = [(10000, "stable", "plumtree", ["--broadcasts", "20"])]
 COLUMNS = (

@@ -339,12 +339,12 @@ class Plumtree:
         paper's rules, applied to such a stray copy, cut the tree: it arrives first, we
         push it on to our parent too, whose own copy reached it earlier, so our parent
         PRUNEs us, and its copy reaching us second makes us PRUNE it: a subtree hangs
-        from nothing, and gets every payload after an IHAVE and a GRAFT timeout, which
-        load more a loaded office (30 members on two cores: 3.1 GRAFTs and 13.4 PRUNEs
-        an event, 100-400 ms an event; in ``bench/simulate.py --scenario load`` 6-8
-        GRAFTs a broadcast where this leaves 0.03-1). So a stray copy is delivered and
-        passed on, but not to our parent, does not make its link eager again, and the
-        copy from our parent after it is not pruned."""
+        from nothing, and gets every payload after an IHAVE and a GRAFT timeout, whose
+        traffic loads the office more (30 members on two cores, bench/compare.py: 3.5-4.3
+        GRAFTs and 19-26 PRUNEs an event, medians of 157-196 ms, in three runs of five;
+        with this, 0.3-1.1 GRAFTs and 12-13 ms). So a stray copy is delivered and passed
+        on, but not to our parent, does not make its link eager again, and the copy from
+        our parent after it is not pruned."""
         at = self.pruned.get((root, peer))
         return at is not None and at >= now - self.config.crossed_window
 

@@ -138,6 +138,14 @@ def test_same_seed_same_run_other_seed_other_run() -> None:
     assert a["events"] != c["events"]
 
 
+def test_every_row_of_the_readme_table_is_a_valid_command() -> None:
+    from bench import table
+
+    for nodes, scenario, broadcast, extra in table.ROWS + table.BIG:
+        argv = ["--nodes", str(nodes), "--scenario", scenario, "--broadcast", broadcast, *extra]
+        simulate.parse_args(argv)  # exits 2 on a bad one
+
+
 def test_command_line_prints_one_json_object() -> None:
     cmd = [sys.executable, "bench/simulate.py", "--nodes", "50", "--scenario", "stable"]
     proc = subprocess.run(
