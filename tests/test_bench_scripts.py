@@ -390,7 +390,7 @@ def test_ctrl_c_of_a_script_running_nodes_stops_them_and_exits_130() -> None:
                 theirs.add(p.info["pid"])
         os.killpg(run.pid, signal.SIGINT)
         _, err = run.communicate(timeout=60)
-        assert run.returncode == 130
+        assert run.returncode == 130, err
         assert "interrupted" in err and "Traceback" not in err
     finally:
         if run.poll() is None:  # failed before its end: stop it and its nodes all the same

@@ -264,5 +264,5 @@ def test_an_event_reaches_watchers_on_the_other_node(office: Cluster) -> None:
     finally:
         status_int, err_int = everything.stop(signal.SIGINT)  # Ctrl-C
         status_term, err_term = named.stop(signal.SIGTERM)
-    assert (status_int, status_term) == (0, 0)
+    assert (status_int, status_term) == (0, 0), (err_int, err_term)
     assert "Traceback" not in err_int + err_term
