@@ -360,6 +360,9 @@ def test_ctrl_c_of_a_script_running_nodes_stops_them_and_exits_130() -> None:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own group, as a terminal's Ctrl-C reaches one
+        # and Ctrl-C as in a terminal, even when the suite runs in the background
+        # (`.ci/run &` hands its children SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
 

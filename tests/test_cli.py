@@ -69,6 +69,9 @@ class Watch:
             text=True,
             cwd=ROOT,
             env=env(),
+            # As from a terminal: a suite started in the background (`.ci/run &`) hands
+            # its children SIGINT ignored, and a Python started so takes no Ctrl-C.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
