@@ -182,7 +182,13 @@ class State(SatelliteActor):
 
     def gauges(self) -> dict:
         return {
-            f"state_{space}_entries": len(self.replica.get(space, "all").keys()) for space in SPACES
+            **{
+                f"state_{space}_entries": len(self.replica.get(space, "all").keys())
+                for space in SPACES
+            },
+            # 1 while a rewrite of our node entry waits (links changed): the office is
+            # not at rest until it has gone out (up to NODE_EAGER_EVERY later).
+            "state_node_entry_pending": int(self.entry_due is not None),
         }
 
     # -- the "data" stream: the office snapshot, coalesced ----------------------------------

@@ -280,27 +280,51 @@ def counter_delta(before: dict[str, dict], after: dict[str, dict], prefix: str) 
 
 def quiesce(nodes: list[Node], timeout: float) -> float | None:
     """Wait until the office's Plumtree traffic (GOSSIP, GRAFT, PRUNE sent, summed over
-    nodes) stops growing for 2 s: a backlog of the run is not idle. Seconds it took, or
-    None when it did not within ``timeout``."""
+    nodes) stops growing for 2 s and no node has a rewrite of its node entry pending: a
+    backlog of the run is not idle. The run's PRUNEs change eager sets, and each node
+    writes its new ones to the office state up to a minute later (``NODE_EAGER_EVERY``),
+    a broadcast from every node that costs each some 40 ms of CPU, and those broadcasts
+    move eager sets again: a 10-node office took 2.5 minutes after its start to come to
+    rest (4 writes a node). Seconds it took, or None when it did not within ``timeout``."""
     t0 = time.monotonic()
 
-    def busy() -> int:
-        total = 0
+    def busy() -> tuple[int, int]:
+        total = pending = 0
         for m in node_metrics(nodes, timeout=10.0).values():
             counters = m.get("counters", {})
             total += sum(
                 counters.get(f"plumtree_{k}_sent", 0) for k in ("gossip", "graft", "prune")
             )
-        return total
+            pending += m.get("gauges", {}).get("state_node_entry_pending", 0)
+        return total, pending
 
-    before = busy()
+    before, _ = busy()
     while time.monotonic() - t0 < timeout:
         time.sleep(2.0)
-        now = busy()
-        if now == before:
+        now, pending = busy()
+        if now == before and not pending:
             return round(time.monotonic() - t0, 1)
         before = now
     return None
+
+
+def own_connections_gone(nodes: list[Node], timeout: float) -> bool:
+    """Wait until every node has only the benchmark's one Antenna as a client: each
+    ``metrics()`` and ``topology()`` this script asked on a connection of its own left a
+    worker process that ends when it closes, and a node's CPU in the idle window would
+    count that worker's whole life (about 30-45 ms of CPU, its fork and start included)
+    once it is reaped. False when one is still there after ``timeout`` seconds."""
+
+    def gone() -> bool:
+        return all(
+            [role_of(pid) for pid in node.pids()].count("ClientWorker") <= 1 for node in nodes
+        )
+
+    try:
+        wait_for(gone, timeout, "the benchmark's own client connections to end", 0.1)
+        return True
+    except AssertionError:
+        return False
 
 
 def reachable(nodes: list[Node]) -> bool:
@@ -476,9 +500,10 @@ def run_ours(
             f"time-to-all p50 {out['time_to_all_ms']['p50']} ms"
         )
 
-        out["quiet_after_s"] = quiesce(cluster.nodes, 30.0)  # no backlog in the idle window
-        pids = {node.name: node.pids() for node in cluster.nodes}
+        out["quiet_after_s"] = quiesce(cluster.nodes, 240.0)  # no backlog in the idle window
         links = {node.name: node_links(node) for node in cluster.nodes}
+        out["own_connections_gone"] = own_connections_gone(cluster.nodes, 10.0)
+        pids = {node.name: node.pids() for node in cluster.nodes}
         window = CpuWindow(pids).start()
         time.sleep(idle)
         cpu = window.stop()
@@ -903,7 +928,9 @@ def render(result: dict) -> str:
         f"at node 0 at {ours.get('rate_per_s'):g}/s; time-to-all counts all "
         f"{ours.get('nodes')} Antennas (the publisher's node too); idle: "
         f"{ours.get('idle_cpu_seconds')} s after the run, once the office was quiet "
-        f"(after {ours.get('quiet_after_s')} s; None: it was not), Antennas attached (each asks "
+        f"(after {ours.get('quiet_after_s')} s; None: it was not) and the benchmark's own "
+        "short client connections had ended (their workers' CPU is not the office's), "
+        "Antennas attached (each asks "
         "`members()` every 20 s: a node closes a client link silent for 90 s)",
     ]
     for p in names:

@@ -100,6 +100,37 @@ def test_nodes_that_wrote_apart_converge_once_they_meet(tmp_path):
         second.kill()
 
 
+def test_a_pending_node_entry_shows_until_the_new_link_is_written(tmp_path):
+    base = free_port_block(2)
+    first = Node("entry0", base, tmp_path / "entry0", [])
+    second = Node("entry1", base + 1, tmp_path / "entry1", [f"127.0.0.1:{base}"])
+    try:
+        first.start()
+        first.wait_up()
+        second.start()
+        second.wait_up()
+        wait_whole([first, second], 20, "the two nodes linked")
+        seen: set[int] = set()
+
+        def written(antenna) -> bool:
+            pending = antenna.metrics().gauges["state_node_entry_pending"]
+            entry = antenna.state()["nodes"].get("entry1", {})
+            seen.add(pending)
+            if pending:
+                return False
+            # Nothing pending: the entry the office has shows the link.
+            assert entry.get("active_view") == [f"127.0.0.1:{base}"], entry
+            return True
+
+        with second.antenna() as antenna:
+            # The link came within 10 s of the first write (at start): the rewrite waits.
+            wait_for(lambda: written(antenna), 30, "the entry with the link written", step=0.1)
+        assert seen == {0, 1}
+    finally:
+        first.kill()
+        second.kill()
+
+
 def test_five_simulated_sensors_average_out_everywhere(tmp_path):
     cluster = Cluster(
         tmp_path, 5, "sens", lambda i: ("--sensor", f"sim:{20 + i}", "--read-interval", "1")
