@@ -82,6 +82,14 @@ class Prune:
 MESSAGES = (Gossip, IHave, Graft, Prune)
 
 
+def _lru_put(cache: OrderedDict, key: object, value: object, limit: int) -> None:
+    """Set ``key`` as the most recent entry; drop the least recent past ``limit``."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > limit:
+        cache.popitem(last=False)
+
+
 def _expire(cache: OrderedDict, limit: int, horizon: float) -> None:
     """Drop from the oldest end (caches are in arrival order) what is too old or too many."""
     while cache and (len(cache) > limit or next(iter(cache.values()))[0] < horizon):
@@ -241,11 +249,8 @@ class Plumtree:
     def _tree(self, root: Peer) -> tuple[dict, dict]:
         tree = self.trees.get(root)
         if tree is None:
-            tree = self.trees[root] = (dict(self.eager_peers), dict(self.lazy_peers))
-            while len(self.trees) > max(1, self.config.roots_max):
-                self.trees.popitem(last=False)
-        else:
-            self.trees.move_to_end(root)
+            tree = (dict(self.eager_peers), dict(self.lazy_peers))
+        _lru_put(self.trees, root, tree, max(1, self.config.roots_max))
         return tree
 
     def _make_eager(self, root: Peer, peer: Peer) -> None:
@@ -378,10 +383,7 @@ class Plumtree:
             return
         self._push(mid, msg.round, msg.payload, peer, root, out)
         self._make_eager(root, peer)
-        self.parents[root] = peer
-        self.parents.move_to_end(root)
-        if len(self.parents) > self.config.roots_max:
-            self.parents.popitem(last=False)
+        _lru_put(self.parents, root, peer, max(1, self.config.roots_max))
         if announcers:
             best_peer, best_round, _ = min(announcers, key=lambda a: a[1])
             self._optimize(now, now, mid, msg.round, peer, best_peer, best_round, root, out)
