@@ -61,6 +61,7 @@ from bench.cluster import (
     wait_for,
     whole_and_symmetric,
 )
+from bench.stats import percentile
 from satellite import Antenna, AntennaError
 
 PEERS_PY = Path(__file__).resolve().parents[2] / "shared" / "bench" / "peers.py"
@@ -223,14 +224,6 @@ class CpuWindow:
                 n: {r: round(v * pct, 3) for r, v in c.most_common()} for n, c in roles.items()
             },
         }
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The nearest-rank percentile peers.py uses, so both sides are read alike."""
-    if not values:
-        return None
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(q * (len(s) - 1)))))]
 
 
 def summarise_times(per_event_ms: list[float]) -> dict:

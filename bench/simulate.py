@@ -39,6 +39,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from bench.stats import percentile
 from protocols import datagram, hyparview, plumtree
 from protocols.events import (
     Broadcast,
@@ -391,8 +392,7 @@ def _time_to_all(times: list[float]) -> dict:
     only the links' latencies add up)."""
     if not times:
         return {}
-    times = sorted(times)
-    p50, p99 = (times[min(len(times) - 1, int(q * len(times)))] for q in (0.5, 0.99))
+    p50, p99 = (percentile(times, q) for q in (0.5, 0.99))
     return {"time_to_all_p50_ms": round(1000 * p50, 2), "time_to_all_p99_ms": round(1000 * p99, 2)}
 
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from bench import compare, throughput
+from bench import compare, stats, throughput
 
 MACHINE = {
     "cpu": "Test CPU",
@@ -129,8 +129,8 @@ def test_arrivals_and_percentiles() -> None:
     summary = arrivals.summary({0: 1.0, 1: 2.0})
     assert summary["delivered"] == 4 and summary["duplicates"] == 1
     assert summary["time_to_all_ms"]["p50"] == pytest.approx(20.0)
-    assert compare.percentile([1, 2, 3, 4], 0.5) == 3  # peers.py's nearest rank
-    assert compare.percentile([], 0.5) is None
+    assert stats.percentile([1, 2, 3, 4], 0.5) == 3  # peers.py's nearest rank
+    assert stats.percentile([], 0.5) is None
 
 
 def step(rate: float, lost: int, achieved: float | None = None) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import simulate
+from bench import simulate, stats
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 200
@@ -175,3 +175,11 @@ def test_bad_arguments_exit_2_without_traceback(args: list[str]) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("simulate.py: error:")
+
+
+def test_time_to_all_reads_percentiles_as_the_benchmarks_do() -> None:
+    times = [i / 1000 for i in range(200, 0, -1)]  # 1..200 ms, unsorted
+    got = simulate._time_to_all(times)
+    assert got["time_to_all_p50_ms"] == round(1000 * stats.percentile(times, 0.5), 2) == 101
+    assert got["time_to_all_p99_ms"] == round(1000 * stats.percentile(times, 0.99), 2) == 198
+    assert simulate._time_to_all([]) == {}
