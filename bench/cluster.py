@@ -222,7 +222,10 @@ class Node:
         wait_for(up, timeout, f"{self.name} to answer on its client port", step=0.2)
 
     def pids(self) -> set[int]:
-        """Every process of this node still alive: launcher, admin and all below."""
+        """Every process of this node still alive: launcher, admin and all below, and
+        actors with its name that lost their node (adopted by init: Thespian leaves
+        orphans when a parent is SIGKILLed). An actor with its name below some other
+        node's process is not ours: another office running beside, with the same names."""
         found: set[int] = set()
         roots = []
         if self.proc is not None:
@@ -232,8 +235,8 @@ class Node:
             cmdline = " ".join(p.info["cmdline"] or [])
             if marker in cmdline and "MultiProcAdmin" in cmdline and self._in_our_netns(p.pid):
                 roots.append(p.info["pid"])
-            elif f"satellite[{self.name}]" in cmdline:
-                found.add(p.info["pid"])
+            elif cmdline.startswith(f"satellite[{self.name}] ") and _orphaned(p):
+                roots.append(p.info["pid"])  # and what is below it
         for pid in roots:
             try:
                 found.add(pid)
@@ -274,6 +277,21 @@ class Node:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 pass
+
+
+def _orphaned(proc: psutil.Process) -> bool:
+    """Whether a node's actor has no node's process above it any more (a launcher is
+    no actor: its parent is whoever started it)."""
+    try:
+        if " ".join(proc.cmdline()).rstrip().endswith("] run_node"):
+            return False
+        parent = proc.parent()
+        cmdline = " ".join(parent.cmdline()) if parent is not None else ""
+    except psutil.Error:  # the parent is gone this instant: adopted next
+        return True
+    return not (
+        cmdline.startswith("satellite[") or "MultiProcAdmin" in cmdline or "run_node" in cmdline
+    )
 
 
 def _inode(path: str) -> int | None:

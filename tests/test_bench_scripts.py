@@ -388,8 +388,8 @@ def test_ctrl_c_of_a_script_running_nodes_stops_them_and_exits_130() -> None:
         theirs = {p.pid for p in its_nodes()}
         for p in psutil.process_iter(["pid", "cmdline", "create_time"]):
             cmdline = " ".join(p.info["cmdline"] or [])
-            admin = "MultiProcAdmin" in cmdline and p.info["create_time"] >= started
-            if admin or "satellite[mem" in cmdline:
+            mine = p.info["create_time"] >= started  # not another run's nodes of that name
+            if mine and ("MultiProcAdmin" in cmdline or "satellite[mem" in cmdline):
                 theirs.add(p.info["pid"])
         os.killpg(run.pid, signal.SIGINT)
         _, err = run.communicate(timeout=60)

@@ -258,6 +258,28 @@ def lone(tmp_path):
         assert not node.pids()
 
 
+def test_a_node_of_the_same_name_in_another_office_is_not_taken_for_ours(tmp_path):
+    # Two benchmarks, or a benchmark and the suite, may each run a node called "twin".
+    base = free_port_block(2)
+    ours = Node("twin", base, tmp_path / "ours", [])
+    theirs = Node("twin", base + 1, tmp_path / "theirs", [])
+    try:
+        ours.start()
+        theirs.start()
+        ours.wait_up()
+        theirs.wait_up()
+        mine, other = ours.pids(), theirs.pids()
+        assert len(mine) >= 4 and len(other) >= 4 and not mine & other
+        ours.kill()
+        assert not ours.pids()
+        assert theirs.pids() == other
+        with theirs.antenna() as antenna:
+            assert antenna.members()
+    finally:
+        ours.kill()
+        theirs.kill()
+
+
 def test_sigterm_stops_every_process_within_5_seconds(lone):
     assert len(lone.pids()) >= 4  # launcher, admin, node_sup, Gossip
     lone.proc.send_signal(signal.SIGTERM)
