@@ -10,9 +10,11 @@
    events). One process, one clock (``time.monotonic``): the publishing thread stamps
    each event before ``publish()``, the Antennas' callbacks stamp arrivals. Time-to-all
    of an event: until the last of the N Antennas has it (the publisher node's own
-   Antenna counts; peers.py counts the N-1 others). Then memory (PSS summed over every
-   process of a node, via psutil) and idle CPU (CPU time of every process of a node over
-   ``--idle`` seconds with nothing published and the Antennas still attached).
+   Antenna counts; peers.py counts the N-1 others). Then, once the office is at rest (no
+   Plumtree traffic for 2 s and no node with a rewrite of its office-state entry pending:
+   up to a few minutes after the events), memory (PSS summed over every process of a
+   node, via psutil) and idle CPU (CPU time of every process of a node over ``--idle``
+   seconds with nothing published and the Antennas still attached).
 2. ``../shared/bench/peers.py serf`` and ``... mosquitto`` with the same N and E, run
    with this Python: time-to-all and delivered share, and the resident memory (RSS) it
    reports per member (for Mosquitto: the broker's).
@@ -966,7 +968,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nodes", type=int, default=10, help="members on each side (default 10)")
     p.add_argument("--events", type=int, default=30, help="events published (default 30)")
     p.add_argument("--rate", type=float, default=20.0, help="our events per second (20)")
-    p.add_argument("--idle", type=float, default=10.0, help="seconds of the idle CPU window")
+    p.add_argument("--idle", type=float, default=10.0, help="seconds of the idle CPU window, once the office is at rest (up to a few minutes after the events)")
     p.add_argument(
         "--peers", default="serf,mosquitto", help="which peers to run (comma-separated, or none)"
     )
