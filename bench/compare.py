@@ -968,7 +968,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nodes", type=int, default=10, help="members on each side (default 10)")
     p.add_argument("--events", type=int, default=30, help="events published (default 30)")
     p.add_argument("--rate", type=float, default=20.0, help="our events per second (20)")
-    p.add_argument("--idle", type=float, default=10.0, help="seconds of the idle CPU window, once the office is at rest (up to a few minutes after the events)")
+    p.add_argument(
+        "--idle",
+        type=float,
+        default=10.0,
+        help="seconds of the idle CPU window, once the office is at rest (up to a few "
+        "minutes after the events)",
+    )
     p.add_argument(
         "--peers", default="serf,mosquitto", help="which peers to run (comma-separated, or none)"
     )
