@@ -321,9 +321,7 @@ class Plumtree:
         out.append(Send(peer, Prune(root)))
         c = self.config
         if c.keep_crossed:
-            key = (root, peer)
-            self.pruned[key] = (now,)
-            self.pruned.move_to_end(key)
+            _lru_put(self.pruned, (root, peer), (now,), 4 * c.roots_max)
             _expire(self.pruned, 4 * c.roots_max, now - c.crossed_window)
 
     def _forget_prunes(self, peer: Peer) -> None:
