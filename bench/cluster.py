@@ -130,6 +130,13 @@ def run_script(main: Callable[[], int], name: str) -> None:
     sys.exit(status)
 
 
+def sigint_as_from_a_terminal() -> None:
+    """``preexec_fn`` for a child that must take Ctrl-C as from a terminal: a shell's
+    background job (``.ci/run &``) hands its children SIGINT ignored, and a Python
+    started so turns no SIGINT into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _term_with_parent() -> Callable[[], None] | None:
     """For a launcher forked by ``Node.start(detach=True)``: SIGTERM when its starter dies,
     so even a SIGKILLed starter leaves no node behind (the launcher then stops cleanly).

@@ -348,7 +348,7 @@ def test_ctrl_c_of_a_script_running_nodes_stops_them_and_exits_130() -> None:
 
     import psutil
 
-    from bench.cluster import ROOT, alive, wait_for
+    from bench.cluster import ROOT, alive, sigint_as_from_a_terminal, wait_for
 
     def titles() -> str:
         return " ".join(" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
@@ -360,9 +360,7 @@ def test_ctrl_c_of_a_script_running_nodes_stops_them_and_exits_130() -> None:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own group, as a terminal's Ctrl-C reaches one
-        # and Ctrl-C as in a terminal, even when the suite runs in the background
-        # (`.ci/run &` hands its children SIGINT ignored)
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=sigint_as_from_a_terminal,
     )
     try:
 

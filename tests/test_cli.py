@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.cluster import ROOT, Cluster, Node, running_cluster, wait_for
+from bench.cluster import (
+    ROOT,
+    Cluster,
+    Node,
+    running_cluster,
+    sigint_as_from_a_terminal,
+    wait_for,
+)
 from satellite import cli
 
 CLI = [sys.executable, "-m", "satellite.cli"]
@@ -69,9 +76,7 @@ class Watch:
             text=True,
             cwd=ROOT,
             env=env(),
-            # As from a terminal: a suite started in the background (`.ci/run &`) hands
-            # its children SIGINT ignored, and a Python started so takes no Ctrl-C.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            preexec_fn=sigint_as_from_a_terminal,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
