@@ -9,8 +9,9 @@ scanner, as on a Pi), waits for a whole overlay, attaches one Antenna to the
 first node (with 6 nodes and active views of 5, it then has 5 peer links and 1 client:
 the budget's case), and prints each of that node's processes with its PSS and USS, and
 the node's total PSS; with ``--over``, the node's total again every minute until then
-(a node grows as the pages its processes share are rewritten). Stops everything it
-started.
+(a node grows as the pages its processes share are rewritten), and at the end each
+role's mean USS at the start and at the last reading, to tell which processes grew.
+Stops everything it started.
 
 PSS splits a page among every process that maps it, on the whole machine: here the
 pages of libpython and of the shared libraries are split among all the nodes of the
@@ -96,13 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         with node.antenna() as antenna:
             antenna.members()
             time.sleep(2.0)  # the client's worker has started and settled
-            rows = []
-            for pid in sorted(node.pids()):
-                try:
-                    info = psutil.Process(pid).memory_full_info()
-                except psutil.Error:
-                    continue
-                rows.append({"pid": pid, "role": role_of(pid), "pss": info.pss, "uss": info.uss})
+            rows = process_rows(node.pids())
             alone = alone_bytes([r["pid"] for r in rows])
             links = node_links(node)
             started = time.monotonic()
@@ -118,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                         "links": node_links(node),
                         "pss": pss_bytes(pids),
                         "alone": alone_bytes(pids),
+                        "processes": process_rows(pids),
                     }
                 )
     finally:
@@ -136,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
         whole = "" if m["alone"] is None else f", alone {m['alone'] / MIB:.1f} MiB"
         pss = f"PSS {m['pss'] / MIB:.1f} MiB"
         print(f"  after {m['after_s']:>5} s: {m['links']} peer links, {pss}{whole}")
+    if later:
+        # Which processes grew: the same role's USS at the start and at the end (a
+        # replaced link's worker is a new process, counted by role all the same).
+        first, last = by_role(rows), by_role(later[-1]["processes"])
+        print(f"  USS by role, at the start -> after {later[-1]['after_s']} s:")
+        for role in sorted(set(first) | set(last)):
+            a, b = first.get(role, (0, 0)), last.get(role, (0, 0))
+            print(f"    {role:<26} {a[0]} x {a[1] / MIB:6.2f} -> {b[0]} x {b[1] / MIB:6.2f} MiB")
     if args.json:
         out = {"links": links, "processes": rows, "pss_mib": round(total / MIB, 2)}
         if alone is not None:
@@ -146,11 +150,32 @@ def main(argv: list[str] | None = None) -> int:
                 "links": m["links"],
                 "pss_mib": round(m["pss"] / MIB, 2),
                 "alone_mib": None if m["alone"] is None else round(m["alone"] / MIB, 2),
+                "processes": m["processes"],
             }
             for m in later
         ]
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
+
+
+def process_rows(pids: list[int] | set[int]) -> list[dict]:
+    """Each live process of ``pids``: its role, PSS and USS (bytes)."""
+    rows = []
+    for pid in sorted(pids):
+        try:
+            info = psutil.Process(pid).memory_full_info()
+        except psutil.Error:
+            continue  # ended since it was listed
+        rows.append({"pid": pid, "role": role_of(pid), "pss": info.pss, "uss": info.uss})
+    return rows
+
+
+def by_role(rows: list[dict]) -> dict[str, tuple[int, float]]:
+    """Role -> (how many processes, their mean USS in bytes)."""
+    groups: dict[str, list[int]] = {}
+    for r in rows:
+        groups.setdefault(r["role"], []).append(r["uss"])
+    return {role: (len(u), sum(u) / len(u)) for role, u in groups.items()}
 
 
 if __name__ == "__main__":

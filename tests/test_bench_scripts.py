@@ -432,3 +432,15 @@ def test_cold_start_runs_each_case_and_refuses_bad_arguments(capsys):
     with pytest.raises(SystemExit) as exit:
         cold_start.main(["--rounds", "0"])
     assert exit.value.code == 2
+
+
+def test_node_memory_tells_each_roles_processes_and_their_mean_uss() -> None:
+    from bench.node_memory import by_role
+
+    rows = [
+        {"pid": 1, "role": "PeerWorker", "pss": 9, "uss": 3 << 20},
+        {"pid": 2, "role": "Gossip", "pss": 9, "uss": 4 << 20},
+        {"pid": 3, "role": "PeerWorker", "pss": 9, "uss": 5 << 20},
+    ]
+    assert by_role(rows) == {"PeerWorker": (2, 4 << 20), "Gossip": (1, 4 << 20)}
+    assert by_role([]) == {}
