@@ -15,6 +15,7 @@ import socket
 import time
 from collections import Counter, deque
 from datetime import timedelta
+from itertools import islice
 from typing import Any
 
 from loguru import logger
@@ -50,7 +51,15 @@ from protocols.events import (
 from protocols.secure import Sealer
 
 HYPARVIEW = frozenset(hyparview.MESSAGES)
-DELIVERY_LOG = 20_000  # events Gossip remembers having delivered
+# What Gossip keeps of the events it delivered, for ``satellite chaos`` (which reads it
+# every second): bounded in bytes, not in events, so that neither many small events (20,000
+# of 50 bytes held 4.25 MiB) nor a few large ones (up to --max-frame each) grow a node.
+DELIVERY_LOG_BYTES = 1 << 20
+# An entry beyond its name and data: the tuple, the number, the str and bytes headers and
+# the deque's slot (CPython 3.11-3.13, 64-bit: 64 + 28 + 41 + 33 + 8, rounded up).
+DELIVERY_ENTRY_COST = 180
+DELIVERY_PAGE_BYTES = 256 << 10  # per answer to ``delivered``, well under a frame (1 MiB)
+DELIVERY_PAGE_EVENTS = 2000
 # A connection that carries no link and nothing of ours this long is closed: a temporary
 # one is written and closed in milliseconds, a NEIGHBOR answered within its 2 s.
 STRAY_AFTER = 5.0
@@ -134,6 +143,45 @@ class EagerPeers:
 
     def __init__(self, peers: list[str], data_wanted: bool) -> None:
         self.peers, self.data_wanted = peers, data_wanted
+
+
+class DeliveryLog:
+    """The events this node delivered, numbered from 1, oldest first. The oldest go once
+    the names and data kept, each entry counted ``DELIVERY_ENTRY_COST`` more, pass
+    ``budget`` bytes; the newest entry always stays."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.entries: deque[tuple[str, bytes]] = deque()
+        self.bytes = 0
+        self.last = 0  # the number of the newest entry (0: none yet)
+
+    def append(self, name: str, data: bytes) -> None:
+        self.entries.append((name, data))
+        self.last += 1
+        self.bytes += len(name) + len(data) + DELIVERY_ENTRY_COST
+        while self.bytes > self.budget and len(self.entries) > 1:
+            old_name, old_data = self.entries.popleft()
+            self.bytes -= len(old_name) + len(old_data) + DELIVERY_ENTRY_COST
+
+    @property
+    def first(self) -> int:
+        """The number of the oldest entry kept (``last + 1`` when there is none)."""
+        return self.last + 1 - len(self.entries)
+
+    def page(self, since: int, most: int, most_bytes: int) -> list[list]:
+        """``[number, name, data]`` of the entries after number ``since``, oldest first:
+        at most ``most`` of them and ``most_bytes`` of names and data, but at least one."""
+        number = max(since + 1, self.first)
+        out: list[list] = []
+        size = 0
+        for name, data in islice(self.entries, number - self.first, None):
+            size += len(name) + len(data)
+            if out and (len(out) >= most or size > most_bytes):
+                break
+            out.append([number, name, data])
+            number += 1
+        return out
 
 
 _COUNTER_NAMES: dict[tuple[str, type, str], str] = {}
@@ -706,8 +754,7 @@ class Gossip(SatelliteActor):
         # at the node (not at a client, which may be reconnecting). Bounded; a new
         # epoch after a restart tells a reader that the numbering started again.
         self.epoch = os.urandom(4).hex()
-        self.log: deque = deque(maxlen=DELIVERY_LOG)
-        self.logged = 0
+        self.log = DeliveryLog(DELIVERY_LOG_BYTES)
         self.eager_told: tuple | None = None  # what State last heard
         self.deltas: list[bytes] = []  # this step's state deltas, for State
         self.for_clients: dict[str, tuple[Any, list]] = {}  # this step's, per subscriber
@@ -1085,18 +1132,18 @@ class Gossip(SatelliteActor):
             return
         if type(event) is not link.Event:
             return
-        self.logged += 1
-        self.log.append((self.logged, event.name, event.data))
+        self.log.append(event.name, event.data)
         self.notify(link.Delivery(event.name, event.data, event.origin, effect.id))
 
     def deliveries(self, args: Any) -> dict:
-        """``{"since": n}`` -> the events delivered after number n (at most 2000 at once)."""
+        """``{"since": n}`` -> the events delivered after number n: a page of at most
+        2000 of them and 256 KiB of their names and data (one, however large)."""
         since = args.get("since", 0) if isinstance(args, dict) else 0
         if not isinstance(since, int):
             return {"error": 'delivered takes {"since": N}'}
-        events = [[n, name, data] for n, name, data in self.log if n > since][:2000]
-        first = self.log[0][0] if self.log else self.logged + 1
-        return {"epoch": self.epoch, "first": first, "last": self.logged, "events": events}
+        events = self.log.page(since, DELIVERY_PAGE_EVENTS, DELIVERY_PAGE_BYTES)
+        log = self.log
+        return {"epoch": self.epoch, "first": log.first, "last": log.last, "events": events}
 
     def notify(self, delivery: link.Delivery) -> None:
         # "*" is every event, but not the office-state stream "data" (ask for it by name).

@@ -1298,7 +1298,7 @@ class Chaos:
 
     def _read_log(self, m: Member, antenna: Antenna) -> None:
         epoch, since = self.cursors.get(m.name, (None, 0))
-        for _ in range(1000):  # pages of at most 2000 events
+        for _ in range(1000):  # pages of at most 2000 events, 256 KiB
             body = antenna.delivered(since)
             if body["epoch"] != epoch:
                 # Its Gossip restarted: a new numbering, read it from the start.

@@ -426,7 +426,7 @@ def test_attached_to_a_running_office_it_kills_actors_and_leaves_it_healed(tmp_p
             with node.antenna() as antenna:
                 log = antenna.delivered(0)
                 while log["events"] and log["events"][-1][0] < log["last"]:
-                    log = antenna.delivered(log["events"][-1][0])  # pages of 2000
+                    log = antenna.delivered(log["events"][-1][0])  # in pages
                 return sum(1 for e in log["events"] if e[1] == "after") == 3
 
         wait_for(
