@@ -119,14 +119,38 @@ def alive(pids: Iterable[int]) -> set[int]:
     return left
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached a script that starts nodes: unwind through its
+    ``finally`` blocks, which stop them."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signal(signum: int, frame: Any) -> None:
+    # Once: a second Ctrl-C (or systemd's, or timeout's, SIGTERM) must not cut the
+    # stopping short and leave nodes behind.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
 def run_script(main: Callable[[], int], name: str) -> None:
-    """``sys.exit(main())`` for a script that starts nodes: Ctrl-C ends it with one line and
-    status 130, as a shell expects, once its ``finally`` blocks have stopped its nodes."""
+    """``sys.exit(main())`` for a script that starts nodes: Ctrl-C (SIGINT) or SIGTERM
+    (``timeout``, ``kill``) ends it with one line and status 128 + the signal's number,
+    as a shell expects, once its ``finally`` blocks have stopped its nodes."""
+    # A shell's background job starts with SIGINT ignored: it stays so.
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _stop_on_signal)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
     try:
         status = main()
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted; the nodes it started are stopped", file=sys.stderr)
-        status = 130
+    except KeyboardInterrupt as stopped:
+        signum = stopped.signum if isinstance(stopped, Stopped) else signal.SIGINT
+        what = "terminated" if signum == signal.SIGTERM else "interrupted"
+        print(f"{name}: {what}; the nodes it started are stopped", file=sys.stderr)
+        status = 128 + signum
     sys.exit(status)
 
 

@@ -340,7 +340,10 @@ def test_node_memory_lists_one_nodes_processes_and_stops_them(tmp_path) -> None:
     wait_for(lambda: not left(), 10, "the node's processes to be gone", step=0.05)
 
 
-def test_ctrl_c_of_a_script_running_nodes_stops_them_and_exits_130() -> None:
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_of_a_script_running_nodes_stops_them_and_exits_128_plus_n(
+    stop: str,
+) -> None:
     import os
     import signal
     import subprocess
@@ -362,6 +365,7 @@ def test_ctrl_c_of_a_script_running_nodes_stops_them_and_exits_130() -> None:
         start_new_session=True,  # its own group, as a terminal's Ctrl-C reaches one
         preexec_fn=sigint_as_from_a_terminal,
     )
+    theirs: set[int] = set()
     try:
 
         def its_nodes() -> list[psutil.Process]:
@@ -383,16 +387,23 @@ def test_ctrl_c_of_a_script_running_nodes_stops_them_and_exits_130() -> None:
         # Every process of its nodes: the launchers, the admins (detached: started since
         # the script was) and the actors (named after their node).
         started = psutil.Process(run.pid).create_time()
-        theirs = {p.pid for p in its_nodes()}
+        theirs.update(p.pid for p in its_nodes())
         for p in psutil.process_iter(["pid", "cmdline", "create_time"]):
             cmdline = " ".join(p.info["cmdline"] or [])
             mine = p.info["create_time"] >= started  # not another run's nodes of that name
             if mine and ("MultiProcAdmin" in cmdline or "satellite[mem" in cmdline):
                 theirs.add(p.info["pid"])
-        os.killpg(run.pid, signal.SIGINT)
+        if stop == "ctrl-c":  # a terminal's Ctrl-C reaches the whole group
+            os.killpg(run.pid, signal.SIGINT)
+        else:  # `timeout`, `kill`: the script alone
+            os.kill(run.pid, signal.SIGTERM)
         _, err = run.communicate(timeout=60)
-        assert run.returncode == 130, err
-        assert "interrupted" in err and "Traceback" not in err
+        signum, said = (
+            (signal.SIGINT, "interrupted") if stop == "ctrl-c" else (signal.SIGTERM, "terminated")
+        )
+        assert run.returncode == 128 + signum, err
+        assert said in err and "Traceback" not in err
+        wait_for(lambda: not alive(theirs), 15, "its nodes' processes to be gone", step=0.1)
     finally:
         if run.poll() is None:  # failed before its end: stop it and its nodes all the same
             os.killpg(run.pid, signal.SIGINT)
@@ -401,8 +412,11 @@ def test_ctrl_c_of_a_script_running_nodes_stops_them_and_exits_130() -> None:
             except subprocess.TimeoutExpired:
                 os.killpg(run.pid, signal.SIGKILL)
                 run.wait()
-
-    wait_for(lambda: not alive(theirs), 15, "its nodes' processes to be gone", step=0.1)
+        for pid in alive(theirs):  # what a failing script left, the test does not leave
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def test_a_wait_that_times_out_says_what_it_saw_and_what_the_state_was():
