@@ -139,6 +139,9 @@ class Config:
     keep_crossed: bool = True
     payload_ttl: float = 30.0  # keep payloads this long, to answer GRAFTs
     payload_max: int = 10_000
+    # and at most this many bytes of them: ten thousand events of --max-frame (1 MiB)
+    # would be 10 GB. Small events meet payload_max first (10,000 of 400 bytes: 3.8 MiB).
+    payload_bytes_max: int = 4 << 20
     seen_ttl: float = 90.0  # remember delivered ids this long, to drop duplicates
     seen_max: int = 100_000
     missing_max: int = 10_000  # announced-but-missing ids tracked at once
@@ -170,6 +173,7 @@ class Plumtree:
     received: OrderedDict = field(default_factory=OrderedDict)
     # id -> (time, round, payload, root)
     payloads: OrderedDict = field(default_factory=OrderedDict)
+    payload_bytes: int = 0  # of the payloads kept
     missing: dict = field(default_factory=dict)  # id -> [(announcer, round, root), ...]
     # root -> the peer its last payload came from down the tree: our parent in it
     parents: OrderedDict = field(default_factory=OrderedDict)
@@ -312,9 +316,21 @@ class Plumtree:
     ) -> None:
         c = self.config
         self.received[mid] = (now, round, parent, root)
-        self.payloads[mid] = (now, round, payload, root)
         _expire(self.received, c.seen_max, now - c.seen_ttl)
-        _expire(self.payloads, c.payload_max, now - c.payload_ttl)
+        payloads = self.payloads
+        old = payloads.pop(mid, None)
+        if old is not None:
+            self.payload_bytes -= len(old[2])
+        payloads[mid] = (now, round, payload, root)
+        self.payload_bytes += len(payload)
+        horizon = now - c.payload_ttl
+        # Oldest first, as _expire, and by bytes too; the newest stays, however large.
+        while len(payloads) > 1 and (
+            len(payloads) > c.payload_max
+            or self.payload_bytes > c.payload_bytes_max
+            or next(iter(payloads.values()))[0] < horizon
+        ):
+            self.payload_bytes -= len(payloads.popitem(last=False)[1][2])
 
     def _prune(self, now: float, root: Peer, peer: Peer, out: list) -> None:
         self._make_lazy(root, peer)

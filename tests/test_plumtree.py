@@ -570,6 +570,22 @@ def test_payloads_bounded_by_payload_max():
     assert node.handle(1.1, Receive(1, Graft(b"b", 1, ME))) == [Send(1, Gossip(b"b", 1, P, ME))]
 
 
+def test_payloads_bounded_by_payload_bytes_max_keeping_the_newest_however_large():
+    node = make(eager=[1], config=Config(payload_bytes_max=10))
+    node.handle(1.0, Broadcast(b"a", b"1234"))
+    node.handle(1.0, Receive(1, Gossip(b"b", 1, b"5678", R)))
+    assert list(node.payloads) == [b"a", b"b"] and node.payload_bytes == 8
+    node.handle(1.0, Broadcast(b"c", b"90"))  # 10 bytes: still within
+    assert list(node.payloads) == [b"a", b"b", b"c"] and node.payload_bytes == 10
+    node.handle(1.0, Broadcast(b"d", b"x"))  # the oldest goes
+    assert list(node.payloads) == [b"b", b"c", b"d"] and node.payload_bytes == 7
+    assert node.handle(1.1, Receive(1, Graft(b"a", 1, ME))) == []  # nothing left to send
+    assert node.handle(1.1, Receive(1, Graft(b"b", 1, R))) == [Send(1, Gossip(b"b", 2, b"5678", R))]
+    node.handle(1.0, Broadcast(b"e", b"0123456789ab"))  # alone over the bound: kept alone
+    assert list(node.payloads) == [b"e"] and node.payload_bytes == 12
+    assert b"a" in node.received  # what was delivered is still known as seen
+
+
 def test_received_ids_expire_after_seen_ttl():
     node = make(eager=[1], lazy=[2], config=Config(seen_ttl=5.0, payload_ttl=5.0))
     node.handle(0.0, Receive(1, Gossip(b"old", 1, P, R)))
@@ -693,7 +709,7 @@ IDS = st.sampled_from([b"a", b"b", b"c", b"d", b"e"])
 ROUNDS = st.integers(0, 8)
 ROOTS = st.sampled_from([ME, R, 101, 102])  # more than roots_max below: trees are dropped
 MESSAGES = st.one_of(
-    st.builds(Gossip, IDS, ROUNDS, st.just(P), ROOTS),
+    st.builds(Gossip, IDS, ROUNDS, st.sampled_from([P, b"own"]), ROOTS),
     st.builds(IHave, st.lists(st.tuples(IDS, ROUNDS, ROOTS), max_size=4).map(tuple)),
     st.builds(Graft, st.none() | IDS, ROUNDS, ROOTS),
     st.builds(Prune, ROOTS),
@@ -714,7 +730,13 @@ EVENTS = st.one_of(
 @given(st.lists(st.tuples(st.floats(0.0, 0.5), EVENTS), max_size=60), st.integers(0, 2**16))
 def test_random_event_sequences_keep_invariants(steps, seed):
     cfg = Config(
-        ihave_max=2, announcers_max=2, missing_max=3, payload_max=3, anti_entropy_max=2, roots_max=3
+        ihave_max=2,
+        announcers_max=2,
+        missing_max=3,
+        payload_max=3,
+        payload_bytes_max=12,  # the payloads below are 3 and 7 bytes
+        anti_entropy_max=2,
+        roots_max=3,
     )
     node = Plumtree(ME, random.Random(seed), cfg)
     now = 0.0
@@ -736,6 +758,8 @@ def test_random_event_sequences_keep_invariants(steps, seed):
         assert len(node.pruned) <= 4 * cfg.roots_max
         assert all(len(a) <= cfg.announcers_max for a in node.missing.values())
         assert len(node.payloads) <= cfg.payload_max
+        assert node.payload_bytes == sum(len(v[2]) for v in node.payloads.values())
+        assert node.payload_bytes <= cfg.payload_bytes_max or len(node.payloads) == 1
         for _, msg in sends(out, IHave):
             assert 0 < len(msg.entries) <= cfg.ihave_max
 
