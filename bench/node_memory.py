@@ -1,7 +1,8 @@
 """One node's memory, process by process (issue 8's memory budget).
 
     python bench/node_memory.py [--nodes 6] [--key-file FILE] [--sensing]
-                                [--read-interval S] [--over SECONDS] [--json FILE]
+                                [--read-interval S] [--over SECONDS] [--burst RATE]
+                                [--json FILE]
 
 Starts ``--nodes`` nodes on 127.0.0.1 (``--sensor none --network-scan none``, as
 bench/compare.py runs them; with ``--sensing``, the simulated sensor and the ARP
@@ -11,7 +12,9 @@ the budget's case), and prints each of that node's processes with its PSS and US
 the node's total PSS; with ``--over``, the node's total again every minute until then
 (a node grows as the pages its processes share are rewritten), and at the end each
 role's mean USS at the start and at the last reading, to tell which processes grew.
-Stops everything it started.
+With ``--burst RATE``, RATE events a second go through the office for 30 s after the
+first reading: what the burst leaves shows in the later ones. Stops everything it
+started.
 
 PSS splits a page among every process that maps it, on the whole machine: here the
 pages of libpython and of the shared libraries are split among all the nodes of the
@@ -38,6 +41,7 @@ import psutil  # noqa: E402
 
 from bench.cluster import Cluster, run_script, wait_whole  # noqa: E402
 from bench.compare import alone_bytes, node_links, pss_bytes, role_of  # noqa: E402
+from satellite import Antenna  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -67,7 +71,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="keep the office running this long, the node's total again every minute",
     )
+    p.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        metavar="RATE",
+        help="after the first reading, publish RATE events a second for 30 s through the "
+        "node's Antenna (what a burst leaves behind shows in the --over readings)",
+    )
     args = p.parse_args(argv)
+    if not 0 <= args.burst <= 5000:
+        print("node_memory.py: error: --burst takes 0..5000 events a second", file=sys.stderr)
+        return 2
     if not 1 <= args.nodes <= 30:
         print("node_memory.py: error: --nodes takes 1..30", file=sys.stderr)
         return 2
@@ -100,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = process_rows(node.pids())
             alone = alone_bytes([r["pid"] for r in rows])
             links = node_links(node)
+            if args.burst:
+                burst(antenna, args.burst, 30.0)
             started = time.monotonic()
             later = []
             for mark in range(60, int(args.over) + 1, 60):
@@ -156,6 +173,16 @@ def main(argv: list[str] | None = None) -> int:
         ]
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
+
+
+def burst(antenna: Antenna, rate: int, seconds: float) -> None:
+    """Publish ``rate`` events a second for ``seconds``, paced to the clock."""
+    start = time.monotonic()
+    sent = 0
+    while time.monotonic() - start < seconds:
+        antenna.publish("burst", {"n": sent})
+        sent += 1
+        time.sleep(max(0.0, start + sent / rate - time.monotonic()))
 
 
 def process_rows(pids: list[int] | set[int]) -> list[dict]:

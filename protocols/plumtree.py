@@ -174,6 +174,10 @@ class Plumtree:
     # id -> (time, round, payload, root)
     payloads: OrderedDict = field(default_factory=OrderedDict)
     payload_bytes: int = 0  # of the payloads kept
+    # The most ids ``received`` held since it was last rebuilt: a dict keeps the table of
+    # its largest size until rebuilt (after 9,000 events at 300/s, rebuilding both caches
+    # gave back 0.4 MiB in each Gossip).
+    _received_peak: int = 0
     missing: dict = field(default_factory=dict)  # id -> [(announcer, round, root), ...]
     # root -> the peer its last payload came from down the tree: our parent in it
     parents: OrderedDict = field(default_factory=OrderedDict)
@@ -314,21 +318,29 @@ class Plumtree:
     def _remember(
         self, now: float, mid: bytes, round: int, payload: bytes, parent: Peer, root: Peer
     ) -> None:
-        c = self.config
         self.received[mid] = (now, round, parent, root)
-        _expire(self.received, c.seen_max, now - c.seen_ttl)
-        payloads = self.payloads
-        old = payloads.pop(mid, None)
+        if len(self.received) > self._received_peak:
+            self._received_peak = len(self.received)
+        old = self.payloads.pop(mid, None)
         if old is not None:
             self.payload_bytes -= len(old[2])
-        payloads[mid] = (now, round, payload, root)
+        self.payloads[mid] = (now, round, payload, root)
         self.payload_bytes += len(payload)
+        self._forget_old(now)
+
+    def _forget_old(self, now: float) -> None:
+        """Drop what the caches keep beyond their bounds, oldest first: on every payload,
+        and on the anti-entropy tick, so that what a burst left is freed once it is old
+        even if nothing follows it."""
+        c = self.config
+        _expire(self.received, c.seen_max, now - c.seen_ttl)
+        payloads = self.payloads
         horizon = now - c.payload_ttl
-        # Oldest first, as _expire, and by bytes too; the newest stays, however large.
-        while len(payloads) > 1 and (
+        # As _expire, and by bytes too; the newest stays however large.
+        while payloads and (
             len(payloads) > c.payload_max
-            or self.payload_bytes > c.payload_bytes_max
             or next(iter(payloads.values()))[0] < horizon
+            or (self.payload_bytes > c.payload_bytes_max and len(payloads) > 1)
         ):
             self.payload_bytes -= len(payloads.popitem(last=False)[1][2])
 
@@ -479,6 +491,11 @@ class Plumtree:
         elif kind is FlushIHave:
             self._flush(out)
         elif kind is AntiEntropyTick:
+            self._forget_old(now)
+            if self._received_peak > 4 * max(1024, len(self.received)):  # after a burst
+                self.received = OrderedDict(self.received)
+                self.payloads = OrderedDict(self.payloads)
+                self._received_peak = len(self.received)
             self._anti_entropy(now, out)
             out.append(SetTimer(self.config.anti_entropy_interval, timer))
 

@@ -297,6 +297,7 @@ def test_node_memory_lists_one_nodes_processes_and_stops_them(tmp_path) -> None:
     for args, named in (
         (["--nodes", "0"], "--nodes"),
         (["--over", "-1"], "--over"),
+        (["--burst", "-1"], "--burst"),
         (["--read-interval", "1"], "--read-interval"),  # only with --sensing
         (["--sensing", "--read-interval", "0"], "--read-interval"),
     ):

@@ -586,6 +586,35 @@ def test_payloads_bounded_by_payload_bytes_max_keeping_the_newest_however_large(
     assert b"a" in node.received  # what was delivered is still known as seen
 
 
+def test_the_anti_entropy_tick_forgets_what_is_old_when_nothing_follows():
+    node = make(eager=[1], config=Config(payload_ttl=10.0, seen_ttl=20.0))
+    for i in range(50):  # a burst, then nothing
+        node.handle(0.0, Receive(1, Gossip(bytes([i]), 1, P, R)))
+    tick = TimerFired(AntiEntropyTick())
+    node.handle(9.0, tick)
+    assert len(node.payloads) == 50 and len(node.received) == 50  # all still young
+    node.handle(11.0, tick)
+    assert not node.payloads and node.payload_bytes == 0  # older than payload_ttl
+    assert len(node.received) == 50  # but still known as seen
+    assert delivers(node.handle(11.5, Receive(1, Gossip(b"\x00", 1, P, R)))) == []  # a duplicate
+    node.handle(21.0, tick)
+    assert not node.received  # older than seen_ttl
+
+
+def test_after_a_burst_the_tick_gives_the_caches_tables_back():
+    import sys
+
+    node = make(eager=[1], config=Config(payload_ttl=10.0, seen_ttl=20.0))
+    for i in range(10_000):
+        node.handle(0.0, Receive(1, Gossip(i.to_bytes(2, "big"), 1, P, R)))
+    node.handle(15.0, Receive(1, Gossip(b"late", 1, P, R)))
+    big = sys.getsizeof(node.received), sys.getsizeof(node.payloads)
+    node.handle(21.0, TimerFired(AntiEntropyTick()))
+    assert list(node.received) == [b"late"] and list(node.payloads) == [b"late"]
+    small = sys.getsizeof(node.received), sys.getsizeof(node.payloads)
+    assert small[0] * 20 < big[0] and small[1] * 20 < big[1], (big, small)
+
+
 def test_received_ids_expire_after_seen_ttl():
     node = make(eager=[1], lazy=[2], config=Config(seen_ttl=5.0, payload_ttl=5.0))
     node.handle(0.0, Receive(1, Gossip(b"old", 1, P, R)))
