@@ -1,8 +1,8 @@
 """One node's memory, process by process (issue 8's memory budget).
 
     python bench/node_memory.py [--nodes 6] [--key-file FILE] [--sensing]
-                                [--read-interval S] [--over SECONDS] [--burst RATE]
-                                [--json FILE]
+                                [--read-interval S] [--over SECONDS]
+                                [--burst RATE [--bursts N]] [--json FILE]
 
 Starts ``--nodes`` nodes on 127.0.0.1 (``--sensor none --network-scan none``, as
 bench/compare.py runs them; with ``--sensing``, the simulated sensor and the ARP
@@ -13,7 +13,8 @@ the node's total PSS; with ``--over``, the node's total again every minute until
 (a node grows as the pages its processes share are rewritten), and at the end each
 role's mean USS at the start and at the last reading, to tell which processes grew.
 With ``--burst RATE``, RATE events a second go through the office for 30 s after the
-first reading: what the burst leaves shows in the later ones. Stops everything it
+first reading (``--bursts N`` times, 100 s apart): what they leave shows in the later
+readings. Stops everything it
 started.
 
 PSS splits a page among every process that maps it, on the whole machine: here the
@@ -79,7 +80,17 @@ def main(argv: list[str] | None = None) -> int:
         help="after the first reading, publish RATE events a second for 30 s through the "
         "node's Antenna (what a burst leaves behind shows in the --over readings)",
     )
+    p.add_argument(
+        "--bursts",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --burst: this many, 100 s apart (longer than Plumtree keeps ids)",
+    )
     args = p.parse_args(argv)
+    if not 1 <= args.bursts <= 100 or (args.bursts > 1 and not args.burst):
+        print("node_memory.py: error: --bursts takes 1..100, with --burst", file=sys.stderr)
+        return 2
     if not 0 <= args.burst <= 5000:
         print("node_memory.py: error: --burst takes 0..5000 events a second", file=sys.stderr)
         return 2
@@ -115,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
             rows = process_rows(node.pids())
             alone = alone_bytes([r["pid"] for r in rows])
             links = node_links(node)
-            if args.burst:
+            for n in range(args.burst and args.bursts):
+                if n:
+                    time.sleep(100.0)
+                    antenna.members()  # a node closes a client link silent for 90 s
                 burst(antenna, args.burst, 30.0)
             started = time.monotonic()
             later = []

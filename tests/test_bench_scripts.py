@@ -298,6 +298,7 @@ def test_node_memory_lists_one_nodes_processes_and_stops_them(tmp_path) -> None:
         (["--nodes", "0"], "--nodes"),
         (["--over", "-1"], "--over"),
         (["--burst", "-1"], "--burst"),
+        (["--bursts", "2"], "--bursts"),  # only with --burst
         (["--read-interval", "1"], "--read-interval"),  # only with --sensing
         (["--sensing", "--read-interval", "0"], "--read-interval"),
     ):
