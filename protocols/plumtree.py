@@ -139,8 +139,9 @@ class Config:
     keep_crossed: bool = True
     payload_ttl: float = 30.0  # keep payloads this long, to answer GRAFTs
     payload_max: int = 10_000
-    # and at most this many bytes of them: ten thousand events of --max-frame (1 MiB)
-    # would be 10 GB. Small events meet payload_max first (10,000 of 400 bytes: 3.8 MiB).
+    # and at most this many bytes of them: ten thousand events of a client's most (256
+    # KiB of data) would be 2.5 GB. Small ones meet payload_max first (10,000 of 400
+    # bytes: 3.8 MiB).
     payload_bytes_max: int = 4 << 20
     seen_ttl: float = 90.0  # remember delivered ids this long, to drop duplicates
     seen_max: int = 100_000
