@@ -52,9 +52,10 @@ from protocols.secure import Sealer
 
 HYPARVIEW = frozenset(hyparview.MESSAGES)
 # What Gossip keeps of the events it delivered, for ``satellite chaos`` (which reads it
-# every second): bounded in bytes, not in events, so that neither many small events (20,000
-# of 50 bytes held 4.25 MiB) nor fewer large ones (up to 256 KiB each) grow a node.
-DELIVERY_LOG_BYTES = 1 << 20
+# every second, and publishes 5 a second): bounded in bytes, not in events, so that neither
+# many small events (20,000 of 50 bytes held 4.25 MiB) nor fewer large ones (up to 256 KiB
+# each) grow a node. About 1,100 small events.
+DELIVERY_LOG_BYTES = 256 << 10
 # An entry beyond its name and data: the tuple, the number, the str and bytes headers and
 # the deque's slot (CPython 3.11-3.13, 64-bit: 64 + 28 + 41 + 33 + 8, rounded up).
 DELIVERY_ENTRY_COST = 180

@@ -353,7 +353,7 @@ class Antenna:
         """The events this node delivered after number ``since``: ``{"epoch", "first",
         "last", "events": [[n, name, payload], ...]}`` (a new epoch: the node's Gossip
         restarted and numbers from 1 again; ``first``: the oldest it still remembers, of
-        about its last 1 MiB). A page holds at most 2,000 events and 256 KiB of them:
+        about its last 256 KiB). A page holds at most 2,000 events and 256 KiB of them:
         ask again after the last ``n`` until it is ``last``."""
         body = self._control("delivered", {"since": since})
         for row in body["events"]:
