@@ -14,8 +14,7 @@ the node's total PSS; with ``--over``, the node's total again every minute until
 role's mean USS at the start and at the last reading, to tell which processes grew.
 With ``--burst RATE``, RATE events a second go through the office for 30 s after the
 first reading (``--bursts N`` times, 100 s apart): what they leave shows in the later
-readings. Stops everything it
-started.
+readings. Stops everything it started.
 
 PSS splits a page among every process that maps it, on the whole machine: here the
 pages of libpython and of the shared libraries are split among all the nodes of the
@@ -126,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = process_rows(node.pids())
             alone = alone_bytes([r["pid"] for r in rows])
             links = node_links(node)
-            for n in range(args.burst and args.bursts):
+            for n in range(args.bursts if args.burst else 0):
                 if n:
                     time.sleep(100.0)
                     antenna.members()  # a node closes a client link silent for 90 s
