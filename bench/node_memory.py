@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 
 from bench.cluster import Cluster, run_script, wait_whole  # noqa: E402
-from bench.compare import alone_bytes, node_links, pss_bytes, role_of  # noqa: E402
+from bench.compare import alone_bytes, node_links, role_of  # noqa: E402
 from satellite import Antenna  # noqa: E402
 
 MIB = 1024 * 1024
@@ -137,13 +137,14 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(min(20.0, max(0.0, started + mark - time.monotonic())))
                     antenna.members()  # a node closes a client link silent for 90 s
                 pids = sorted(node.pids())
+                processes = process_rows(pids)  # each process's smaps read once
                 later.append(
                     {
                         "after_s": mark,
                         "links": node_links(node),
-                        "pss": pss_bytes(pids),
+                        "pss": sum(r["pss"] for r in processes),
                         "alone": alone_bytes(pids),
-                        "processes": process_rows(pids),
+                        "processes": processes,
                     }
                 )
     finally:
