@@ -115,9 +115,10 @@ def pss_bytes(pids: Iterable[int]) -> int:
     return total
 
 
-def physical_pages(pid: int) -> set[int]:
-    """The page frames ``pid`` has mapped (/proc/PID/pagemap; needs root, else empty)."""
-    frames: set[int] = set()
+def page_frames(pid: int) -> dict[int, int]:
+    """Each page ``pid`` has mapped, its address -> its page frame (/proc/PID/pagemap;
+    needs root, else empty)."""
+    frames: dict[int, int] = {}
     with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
         for line in maps:
             fields = line.split()
@@ -126,10 +127,15 @@ def physical_pages(pid: int) -> set[int]:
             start, end = (int(x, 16) for x in fields[0].split("-"))
             pagemap.seek(start // PAGE * 8)
             data = pagemap.read((end - start) // PAGE * 8)
-            for (entry,) in struct.iter_unpack("Q", data):
+            for i, (entry,) in enumerate(struct.iter_unpack("Q", data)):
                 if entry & _PRESENT and entry & _PFN:
-                    frames.add(entry & _PFN)
+                    frames[start + i * PAGE] = entry & _PFN
     return frames
+
+
+def physical_pages(pid: int) -> set[int]:
+    """The page frames ``pid`` has mapped (needs root, else empty)."""
+    return set(page_frames(pid).values())
 
 
 def alone_bytes(pids: list[int]) -> int | None:

@@ -2,7 +2,7 @@
 
     python bench/node_memory.py [--nodes 6] [--key-file FILE] [--sensing]
                                 [--read-interval S] [--over SECONDS]
-                                [--burst RATE [--bursts N]] [--json FILE]
+                                [--burst RATE [--bursts N]] [--copies] [--json FILE]
 
 Starts ``--nodes`` nodes on 127.0.0.1 (``--sensor none --network-scan none``, as
 bench/compare.py runs them; with ``--sensing``, the simulated sensor and the ARP
@@ -21,7 +21,12 @@ pages of libpython and of the shared libraries are split among all the nodes of 
 run, where on a Pi the one node holds them. Run as root, it also prints the node's
 pages as if it ran alone (each physical page any of its processes maps, counted once
 and whole, from /proc/PID/pagemap): the figure for a Pi, give or take the pages of
-libc and libcrypto that a Pi's other programs share.
+libc and libcrypto that a Pi's other programs share. With ``--copies`` (root), each of
+the node's forked processes is also compared with the process that forked it, page by
+page: a page it no longer shares is one either of them wrote to since the fork. How
+many of its 8-byte words differ tells what was written: none (a reference count that
+went up and came back down), 1-7 (a few reference counts or counters), or more (data).
+Python 3.12's immortal objects are exempt from the first two.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 
 from bench.cluster import Cluster, run_script, wait_whole  # noqa: E402
-from bench.compare import alone_bytes, node_links, role_of  # noqa: E402
+from bench.compare import PAGE, alone_bytes, node_links, page_frames, role_of  # noqa: E402
 from satellite import Antenna  # noqa: E402
 
 MIB = 1024 * 1024
@@ -86,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="with --burst: this many, 100 s apart (longer than Plumtree keeps ids)",
     )
+    p.add_argument(
+        "--copies",
+        action="store_true",
+        help="as root: each forked process's pages it no longer shares with its parent, "
+        "by how much of each differs",
+    )
     args = p.parse_args(argv)
     if not 1 <= args.bursts <= 100 or (args.bursts > 1 and not args.burst):
         print("node_memory.py: error: --bursts takes 1..100, with --burst", file=sys.stderr)
@@ -124,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(2.0)  # the client's worker has started and settled
             rows = process_rows(node.pids())
             alone = alone_bytes([r["pid"] for r in rows])
+            copies = fork_copies(rows) if args.copies else []
             links = node_links(node)
             for n in range(args.bursts if args.burst else 0):
                 if n:
@@ -159,6 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'alone (every page whole)':<28}     {alone / MIB:6.1f} MiB")
     else:
         print("  (as root, also the node's pages as if it ran alone, as on a Pi)")
+    if args.copies and not copies:
+        print("  (--copies reads other processes' page tables and memory: run it as root)")
+    if copies:
+        print("  pages no longer shared with the parent, by 8-byte words changed (MiB):")
+        print(f"    {'':<26} {'all':>6} {'none':>6} {'1-7':>6} {'more':>6} {'own':>6}")
+        for c in copies:
+            cells = " ".join(f"{c[k] * PAGE / MIB:6.2f}" for k in ("all", *COPY_KINDS))
+            print(f"    {c['role']:<26} {cells}")
     for m in later:
         whole = "" if m["alone"] is None else f", alone {m['alone'] / MIB:.1f} MiB"
         pss = f"PSS {m['pss'] / MIB:.1f} MiB"
@@ -173,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {role:<26} {a[0]} x {a[1] / MIB:6.2f} -> {b[0]} x {b[1] / MIB:6.2f} MiB")
     if args.json:
         out = {"links": links, "processes": rows, "pss_mib": round(total / MIB, 2)}
+        if copies:
+            out["copies_pages"] = copies
         if alone is not None:
             out["alone_mib"] = round(alone / MIB, 2)
         out["later"] = [
@@ -209,6 +231,73 @@ def process_rows(pids: list[int] | set[int]) -> list[dict]:
             continue  # ended since it was listed
         rows.append({"pid": pid, "role": role_of(pid), "pss": info.pss, "uss": info.uss})
     return rows
+
+
+COPY_KINDS = ("none", "few", "more", "own")
+
+
+def fork_copies(rows: list[dict]) -> list[dict]:
+    """For each process of ``rows`` whose parent is among them: its pages that are no
+    longer its parent's, counted by kind (``COPY_KINDS``; ``own``: the parent has no
+    page there). Empty without root."""
+    pids = {r["pid"] for r in rows}
+    out = []
+    for r in rows:
+        try:
+            parent = psutil.Process(r["pid"]).ppid()
+            if parent not in pids:
+                continue
+            counts = copied_pages(r["pid"], parent)
+        except (OSError, psutil.Error):
+            return []  # not root, or one of them ended
+        if counts["all"]:
+            out.append({"pid": r["pid"], "role": r["role"], **counts})
+    return out
+
+
+def copied_pages(child: int, parent: int) -> dict[str, int]:
+    """How many of ``child``'s pages are no longer ``parent``'s, by kind (``page_copies``)."""
+    counts = dict.fromkeys(("all", *COPY_KINDS), 0)
+    for kind in page_copies(child, parent).values():
+        counts["all"] += 1
+        counts[kind] += 1
+    return counts
+
+
+def page_copies(child: int, parent: int) -> dict[int, str]:
+    """Each page ``child`` maps to another frame than ``parent`` does at the same
+    address: its address -> how many 8-byte words differ from the parent's copy now,
+    ``none``, ``few`` (1-7 of 512) or ``more``; ``own`` where the parent has none."""
+    theirs = page_frames(parent)
+    kinds: dict[int, str] = {}
+    with (
+        open(f"/proc/{child}/mem", "rb", 0) as mine_mem,
+        open(f"/proc/{parent}/mem", "rb", 0) as theirs_mem,
+    ):
+        for address, frame in page_frames(child).items():
+            other = theirs.get(address)
+            if other == frame:
+                continue
+            if other is None:
+                kinds[address] = "own"
+                continue
+            try:
+                mine_mem.seek(address)
+                a = mine_mem.read(PAGE)
+                theirs_mem.seek(address)
+                b = theirs_mem.read(PAGE)
+            except OSError:  # not readable so (the vDSO's data)
+                a = b = b""
+            if len(a) != PAGE or len(b) != PAGE:
+                kinds[address] = "more"
+                continue
+            changed = sum(
+                1
+                for x, y in zip(memoryview(a).cast("Q"), memoryview(b).cast("Q"), strict=True)
+                if x != y
+            )
+            kinds[address] = "none" if changed == 0 else "few" if changed < 8 else "more"
+    return kinds
 
 
 def by_role(rows: list[dict]) -> dict[str, tuple[int, float]]:

@@ -306,7 +306,7 @@ def test_node_memory_lists_one_nodes_processes_and_stops_them(tmp_path) -> None:
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and named in bad.stderr, args
     out = tmp_path / "mem.json"
     run = subprocess.run(
-        [sys.executable, script, "--nodes", "2", "--json", str(out)],
+        [sys.executable, script, "--nodes", "2", "--copies", "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=180,
@@ -320,6 +320,13 @@ def test_node_memory_lists_one_nodes_processes_and_stops_them(tmp_path) -> None:
     assert "State" not in roles  # it runs in node_sup's process
     if os.geteuid() == 0:  # the frames of every process are readable: the node alone
         assert figures["alone_mib"] > 0
+        # and the pages each forked process no longer shares with its parent
+        copies = {c["role"]: c for c in figures["copies_pages"]}
+        assert {"Gossip", "PeerWorker", "ClientWorker"} <= set(copies)
+        for c in copies.values():
+            assert c["all"] == c["none"] + c["few"] + c["more"] + c["own"] > 0
+    else:
+        assert "run it as root" in run.stdout
     assert (
         0
         < figures["pss_mib"] * 1024 * 1024
@@ -460,3 +467,37 @@ def test_node_memory_tells_each_roles_processes_and_their_mean_uss() -> None:
     ]
     assert by_role(rows) == {"PeerWorker": (2, 4 << 20), "Gossip": (1, 4 << 20)}
     assert by_role([]) == {}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reads another process's page table")
+def test_page_copies_tell_a_page_written_back_from_counts_and_from_data() -> None:
+    import ctypes
+    import mmap
+
+    from bench.compare import PAGE
+    from bench.node_memory import page_copies
+
+    # Outside the heap, where nothing else here writes; private, so the fork copies it.
+    area = mmap.mmap(-1, 4 * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    area[:] = bytes(range(256)) * (4 * PAGE // 256)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(area))
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    child = os.fork()
+    if child == 0:  # only writes to the area, then waits to be read
+        area[PAGE + 8] = area[PAGE + 8]  # the same byte: copied, with nothing changed
+        area[2 * PAGE + 16] ^= 0xFF  # one word of 512
+        area[3 * PAGE : 3 * PAGE + 800] = bytes(800)  # 100 words
+        os.write(ready_w, b"x")
+        os.read(done_r, 1)
+        os._exit(0)
+    try:
+        assert os.read(ready_r, 1) == b"x"
+        kinds = page_copies(child, os.getpid())
+    finally:
+        os.write(done_w, b"x")
+        os.waitpid(child, 0)
+        for fd in (ready_r, ready_w, done_r, done_w):
+            os.close(fd)
+    assert base not in kinds  # never written: still the parent's page
+    assert [kinds[base + n * PAGE] for n in (1, 2, 3)] == ["none", "few", "more"]
