@@ -26,7 +26,8 @@ the node's forked processes is also compared with the process that forked it, pa
 page: a page it no longer shares is one either of them wrote to since the fork. How
 many of its 8-byte words differ tells what was written: none (a reference count that
 went up and came back down), 1-7 (a few reference counts or counters), or more (data).
-Python 3.12's immortal objects are exempt from the first two.
+Python 3.12's immortal objects are exempt from the first two. With ``--over``, again
+at the last reading.
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                         "pss": sum(r["pss"] for r in processes),
                         "alone": alone_bytes(pids),
                         "processes": processes,
+                        "copies": fork_copies(processes) if args.copies else [],
                     }
                 )
     finally:
@@ -174,11 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.copies and not copies:
         print("  (--copies reads other processes' page tables and memory: run it as root)")
     if copies:
-        print("  pages no longer shared with the parent, by 8-byte words changed (MiB):")
-        print(f"    {'':<26} {'all':>6} {'none':>6} {'1-7':>6} {'more':>6} {'own':>6}")
-        for c in copies:
-            cells = " ".join(f"{c[k] * PAGE / MIB:6.2f}" for k in ("all", *COPY_KINDS))
-            print(f"    {c['role']:<26} {cells}")
+        print_copies(copies, "")
     for m in later:
         whole = "" if m["alone"] is None else f", alone {m['alone'] / MIB:.1f} MiB"
         pss = f"PSS {m['pss'] / MIB:.1f} MiB"
@@ -191,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         for role in sorted(set(first) | set(last)):
             a, b = first.get(role, (0, 0)), last.get(role, (0, 0))
             print(f"    {role:<26} {a[0]} x {a[1] / MIB:6.2f} -> {b[0]} x {b[1] / MIB:6.2f} MiB")
+        if later[-1]["copies"]:
+            print_copies(later[-1]["copies"], f" after {later[-1]['after_s']} s")
     if args.json:
         out = {"links": links, "processes": rows, "pss_mib": round(total / MIB, 2)}
         if copies:
@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 "pss_mib": round(m["pss"] / MIB, 2),
                 "alone_mib": None if m["alone"] is None else round(m["alone"] / MIB, 2),
                 "processes": m["processes"],
+                "copies_pages": m["copies"],
             }
             for m in later
         ]
@@ -234,6 +235,14 @@ def process_rows(pids: list[int] | set[int]) -> list[dict]:
 
 
 COPY_KINDS = ("none", "few", "more", "own")
+
+
+def print_copies(copies: list[dict], when: str) -> None:
+    print(f"  pages no longer shared with the parent{when}, by 8-byte words changed (MiB):")
+    print(f"    {'':<26} {'all':>6} {'none':>6} {'1-7':>6} {'more':>6} {'own':>6}")
+    for c in copies:
+        cells = " ".join(f"{c[k] * PAGE / MIB:6.2f}" for k in ("all", *COPY_KINDS))
+        print(f"    {c['role']:<26} {cells}")
 
 
 def fork_copies(rows: list[dict]) -> list[dict]:
