@@ -888,6 +888,13 @@ def budgets(result: dict) -> list[dict]:
             f"; counting every page of theirs whole, as on a Pi where nothing else maps"
             f" the node's libraries: {ours['alone_mib_max_with_5_links']} MiB"
         )
+    python = str(result.get("machine", {}).get("python", ""))
+    if python.startswith("3.11"):
+        where += (
+            f"; Python {python} has no immortal objects: its reference counts copy the"
+            " shared pages into every process, about 25 MiB a node more than under 3.12"
+            " or later (README, Memory)"
+        )
     out.append(
         {
             "budget": f"memory <= {MEMORY_MIB:g} MiB PSS per node, 5 peer links and 1 client",
