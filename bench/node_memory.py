@@ -257,8 +257,10 @@ def fork_copies(rows: list[dict]) -> list[dict]:
             if parent not in pids:
                 continue
             counts = copied_pages(r["pid"], parent)
+        except (PermissionError, psutil.AccessDenied):
+            return []  # not root
         except (OSError, psutil.Error):
-            return []  # not root, or one of them ended
+            continue  # it or its parent ended since they were listed
         if counts["all"]:
             out.append({"pid": r["pid"], "role": r["role"], **counts})
     return out
