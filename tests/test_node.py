@@ -345,6 +345,16 @@ def test_a_node_runs_no_thespian_logger_and_loads_no_asyncio(lone):
         assert not loaded, f"{pid} ({psutil.Process(pid).cmdline()}) loaded {loaded}"
 
 
+def test_a_node_under_python_3_11_says_once_that_it_takes_more_memory(lone):
+    # Issue 8: 3.11 has no immortal objects (README, Memory); 3.12 and later say nothing.
+    wait_for(lambda: "] up: peer " in lone.log.read_text(), 10, "the node's up line")
+    if sys.version_info < (3, 12):
+        wait_for(lambda: "has no immortal objects" in lone.log.read_text(), 10, "the note")
+        assert lone.log.read_text().count("has no immortal objects") == 1
+    else:
+        assert "immortal" not in lone.log.read_text()
+
+
 def test_only_the_peer_and_client_ports_face_the_network(lone):
     listening = []
     for conn in psutil.net_connections("inet"):
