@@ -221,6 +221,8 @@ class ClientWorker(Connection):
         tree = parts.get("node_sup")
         if tree is not None:
             walk(tree.get("children", []))
+            if tree.get("node_pss") is not None:  # every process of the node (issue 8)
+                gauges["node_pss_bytes"] = tree["node_pss"]
         return {"node": self.node_id, "counters": counters, "gauges": gauges, "restarts": restarts}
 
     def reply(self, req: int, ok: bool, body: Any) -> None:

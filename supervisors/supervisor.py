@@ -583,7 +583,7 @@ class Supervisor(SatelliteActor):
         waiting: dict[Any, dict] = {}
         self.ask_children(key, self.root, rows, waiting)
         if not waiting:
-            self.send(sender, Answer(msg.what, msg.token, me))
+            self.send(sender, Answer(msg.what, msg.token, self.with_node_pss(me)))
             return
         self.topology_waits[key] = {
             "reply_to": sender,
@@ -636,4 +636,27 @@ class Supervisor(SatelliteActor):
     def finish_topology(self, key: Any) -> None:
         entry = self.topology_waits.pop(key, None)
         if entry is not None:
-            self.send(entry["reply_to"], Answer(entry["what"], entry["token"], entry["tree"]))
+            tree = self.with_node_pss(entry["tree"])
+            self.send(entry["reply_to"], Answer(entry["what"], entry["token"], tree))
+
+    def with_node_pss(self, tree: dict) -> dict:
+        """The root's answer also carries ``node_pss``: PSS summed over every process of
+        the node, the launcher and Thespian's admin (our parent) with those of the tree,
+        issue 8's measure of a node (None when one cannot be read). /metrics shows it."""
+        if not self.launcher_pid:
+            return tree  # not the root: the node's other processes are not ours to count
+        pss: dict[int, int | None] = {}
+
+        def walk(row: dict) -> None:
+            if row.get("pid") is not None:
+                pss[row["pid"]] = row.get("pss")
+            for child in row.get("children") or []:
+                walk(child)
+
+        walk(tree)
+        for pid in (self.launcher_pid, os.getppid()):
+            if pid > 1 and pid not in pss:
+                pss[pid] = _pss(pid)
+        values = list(pss.values())
+        tree["node_pss"] = None if None in values else sum(values)
+        return tree

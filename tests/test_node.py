@@ -355,6 +355,29 @@ def test_a_node_under_python_3_11_says_once_that_it_takes_more_memory(lone):
         assert "immortal" not in lone.log.read_text()
 
 
+def test_metrics_give_the_pss_of_every_process_of_the_node(lone):
+    # Issue 8's measure of a node, for /metrics: the launcher and Thespian's admin too.
+    def pss(pids: set[int]) -> int:
+        return sum(psutil.Process(pid).memory_full_info().pss for pid in pids)
+
+    with lone.antenna() as antenna:
+        antenna.members()
+        wait_for(lambda: len(lone.pids()) >= 5, 10, "the Antenna's worker")
+        everything = lone.pids()
+        admin = [
+            pid for pid in everything if "MultiProcAdmin" in " ".join(psutil.Process(pid).cmdline())
+        ]
+        outside = {lone.proc.pid, *admin}
+        assert len(outside) == 2
+        before = pss(everything)
+        gauge = antenna.metrics().gauges["node_pss_bytes"]
+        after = pss(everything)
+    # Read a moment apart, by two readers: the same within a margin; and more than the
+    # actors alone, by most of what the launcher and the admin hold.
+    assert 0.8 * min(before, after) <= gauge <= 1.2 * max(before, after)
+    assert gauge > pss(everything - outside) + 0.5 * pss(outside)
+
+
 def test_only_the_peer_and_client_ports_face_the_network(lone):
     listening = []
     for conn in psutil.net_connections("inet"):
