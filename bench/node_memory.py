@@ -250,13 +250,16 @@ def fork_copies(rows: list[dict]) -> list[dict]:
     longer its parent's, counted by kind (``COPY_KINDS``; ``own``: the parent has no
     page there). Empty without root."""
     pids = {r["pid"] for r in rows}
+    parents_frames: dict[int, dict[int, int]] = {}  # one read of each parent's page table
     out = []
     for r in rows:
         try:
             parent = psutil.Process(r["pid"]).ppid()
             if parent not in pids:
                 continue
-            counts = copied_pages(r["pid"], parent)
+            if parent not in parents_frames:
+                parents_frames[parent] = page_frames(parent)
+            counts = copied_pages(r["pid"], parent, parents_frames[parent])
         except (PermissionError, psutil.AccessDenied):
             return []  # not root
         except (OSError, psutil.Error):
@@ -266,20 +269,22 @@ def fork_copies(rows: list[dict]) -> list[dict]:
     return out
 
 
-def copied_pages(child: int, parent: int) -> dict[str, int]:
+def copied_pages(child: int, parent: int, theirs: dict[int, int] | None = None) -> dict[str, int]:
     """How many of ``child``'s pages are no longer ``parent``'s, by kind (``page_copies``)."""
     counts = dict.fromkeys(("all", *COPY_KINDS), 0)
-    for kind in page_copies(child, parent).values():
+    for kind in page_copies(child, parent, theirs).values():
         counts["all"] += 1
         counts[kind] += 1
     return counts
 
 
-def page_copies(child: int, parent: int) -> dict[int, str]:
+def page_copies(child: int, parent: int, theirs: dict[int, int] | None = None) -> dict[int, str]:
     """Each page ``child`` maps to another frame than ``parent`` does at the same
     address: its address -> how many 8-byte words differ from the parent's copy now,
-    ``none``, ``few`` (1-7 of 512) or ``more``; ``own`` where the parent has none."""
-    theirs = page_frames(parent)
+    ``none``, ``few`` (1-7 of 512) or ``more``; ``own`` where the parent has none.
+    ``theirs``: the parent's ``page_frames``, when already read for a sibling."""
+    if theirs is None:
+        theirs = page_frames(parent)
     kinds: dict[int, str] = {}
     with (
         open(f"/proc/{child}/mem", "rb", 0) as mine_mem,
