@@ -26,6 +26,7 @@ from bench.cluster import (
     wait_for,
     wait_whole,
 )
+from bench.compare import pss_bytes
 
 
 class Listeners:
@@ -182,8 +183,8 @@ def test_the_listener_membership_and_state_live_in_node_sup_which_alone_holds_it
         listening: dict[int, list[int]] = defaultdict(list)
         held: dict[int, list[int]] = defaultdict(list)
         accepted = established_inodes(ports)
-        for pid in titles_of(node.pids()):  # (a worker of an earlier client may be ending)
-            try:
+        for pid in node.pids():
+            try:  # (a worker of an earlier client may be ending)
                 connections = psutil.Process(pid).net_connections(kind="tcp")
             except psutil.NoSuchProcess:
                 continue
@@ -380,29 +381,19 @@ def test_a_node_under_python_3_11_says_once_that_it_takes_more_memory(lone):
 
 def test_metrics_give_the_pss_of_every_process_of_the_node(lone):
     # Issue 8's measure of a node, for /metrics: the launcher and Thespian's admin too.
-    def pss(pids: set[int]) -> int:
-        total = 0
-        for pid in pids:
-            try:
-                total += psutil.Process(pid).memory_full_info().pss
-            except psutil.NoSuchProcess:  # an earlier test's client worker, ending
-                pass
-        return total
-
+    # (pss_bytes skips a process that ended since it was listed: an earlier client's worker)
     with lone.antenna() as antenna:
         antenna.members()
         wait_for(lambda: len(lone.pids()) >= 5, 10, "the Antenna's worker")
         everything = lone.pids()
-        admin = [
-            pid for pid in everything if "MultiProcAdmin" in " ".join(psutil.Process(pid).cmdline())
-        ]
+        admin = [pid for pid, title in titles_of(everything).items() if "MultiProcAdmin" in title]
         outside = {lone.proc.pid, *admin}
         assert len(outside) == 2
-        before = pss(everything)
+        before = pss_bytes(everything)
         gauge = antenna.metrics().gauges["node_pss_bytes"]
-        after = pss(everything)
+        after = pss_bytes(everything)
         # Read while the Antenna is open: its worker exits when it closes.
-        actors, launcher_and_admin = pss(everything - outside), pss(outside)
+        actors, launcher_and_admin = pss_bytes(everything - outside), pss_bytes(outside)
     # Read a moment apart, by two readers: the same within a margin; and more than the
     # actors alone, by most of what the launcher and the admin hold.
     assert 0.8 * min(before, after) <= gauge <= 1.2 * max(before, after)
