@@ -1,7 +1,8 @@
 """A test actor: it raises on "boom", answers its pid on "pid", how many objects its
 garbage collector leaves alone on "frozen", a name of its context on ("context", name),
-and logs a CRITICAL stdlib record on
-("critical", text)."""
+logs a CRITICAL stdlib record on ("critical", text), and on ("garbage", "from") then
+("garbage", "to") answers how many unreachable objects were made in between (the
+collector is off meanwhile, so none is freed early)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,11 @@ class Crashy(SatelliteActor):
         if isinstance(msg, tuple) and msg[0] == "critical":
             logging.getLogger("crashy").critical(msg[1])
             self.send(sender, "logged")
+        if msg == ("garbage", "from"):
+            gc.collect()
+            gc.disable()
+            self.send(sender, "counting")
+        if msg == ("garbage", "to"):
+            made = gc.collect()
+            gc.enable()
+            self.send(sender, ("garbage", made))

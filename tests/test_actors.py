@@ -111,6 +111,10 @@ LEAN_SCRIPT = textwrap.dedent(
         out["admin_children"] = [" ".join(c.cmdline()) for c in admin.children()]
         out["frozen"] = system.ask(actor, "frozen", 5)[1]
         out["logged"] = system.ask(actor, ("critical", "lean-token-42"), 5)
+        system.ask(actor, ("garbage", "from"), 5)
+        for _ in range(50):  # each arrives with its sender's address
+            system.ask(actor, "pid", 5)
+        out["garbage"] = system.ask(actor, ("garbage", "to"), 5)[1]
     finally:
         t0 = time.monotonic()
         system.shutdown()
@@ -213,7 +217,10 @@ def run(script: str, stderr: list | None = None) -> dict:
 
     port = free_port_block(1) + 20000
     proc = subprocess.run(
-        [sys.executable, "-c", script, str(port)], cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, "-c", script, str(port)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -256,6 +263,9 @@ def test_a_lean_actor_system_has_no_logger_process_and_still_logs():
     assert "lean-token-42" in stderr[0]
     # The actor's collector leaves what it inherited alone (gc.freeze at fork).
     assert out["frozen"] > 1000
+    # The 50 messages it received made no reference cycle (Thespian's own binding made
+    # several objects of garbage for each).
+    assert out["garbage"] < 50, out["garbage"]
     # And the system stops in time, leaving nothing.
     assert out["shutdown_s"] < 5
     assert not psutil.pid_exists(out["admin"]) or psutil.Process(out["admin"]).status() == "zombie"
@@ -304,3 +314,43 @@ def test_a_childs_exit_notice_does_not_swallow_another_dead_childs():
     parent._childExited("a")
     # b stays listed, so the SIGCHLD check still announces it; c is alive.
     assert [i.childAddr for i in parent._child_procs] == ["b", "c"]
+
+
+def test_addresses_thespian_binds_weakly_compare_pickle_and_free_as_before():
+    import gc
+    import pickle
+    import weakref
+
+    from thespian.actors import ActorAddress
+    from thespian.system.addressManager import ActorAddressManager, CannotPickleAddress
+
+    from actors.base import weakly_bound_addresses
+
+    weakly_bound_addresses()
+    manager = ActorAddressManager(ActorAddress("admin"), ActorAddress("me"))
+    local = manager.createLocalAddress()  # a child's, before its real address is known
+    try:
+        pickle.dumps(local)
+        raise AssertionError("a local address without its real one pickled")
+    except CannotPickleAddress:
+        pass
+    real = ActorAddress("child:1")
+    manager.associateUseableAddress(ActorAddress("me"), 0, real)
+    assert local == real and real == local and local != ActorAddress("child:2")
+    sent = pickle.loads(pickle.dumps(local))  # what a message carries: the real one
+    assert sent.addressDetails == "child:1" and not hasattr(sent, "eqOverride")
+    assert sent == real
+
+    received = ActorAddress("sender:7")
+    manager.importAddr(received)  # what happens to every message's sender
+    assert received == ActorAddress("sender:7") and received != real
+    assert pickle.loads(pickle.dumps(received)).__dict__ == {"_aaddr": "sender:7"}
+    gone = weakref.ref(received)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        del received
+        assert gone() is None, "the address waits for the cycle collector"
+    finally:
+        if collecting:
+            gc.enable()
