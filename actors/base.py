@@ -228,8 +228,33 @@ def weakly_bound_addresses() -> None:
         if address in self._deadAddrs:
             del self._deadAddrs[self._deadAddrs.index(address)]
 
+    def associate_useable_address(self: Any, owner: Any, instance_num: int, address: Any) -> None:
+        associate(self, owner, instance_num, address)
+        if owner == self._thisActorAddr and instance_num < len(self._managed):
+            self.__dict__.setdefault("satellite_slots", {})[str(address)] = instance_num
+
+    associate = manager.associateUseableAddress
     manager.getLocalAddress = get_local_address
     manager.importAddr = import_addr
+    manager.associateUseableAddress = associate_useable_address
+
+
+def forget_child_address(actor: Any, address: Any) -> None:
+    """Drop Thespian's record of a child of ``actor`` that has exited.
+
+    Thespian keeps the address of every child an actor ever created, in a list that
+    "never shrinks. Ever." (its own comment): indexes into it are the placeholder
+    addresses ``createActor`` returns. A node creates a child for every connection it
+    serves, so that was a record (about 0.6 KiB) per connection, for the node's life.
+    The slot stays, emptied (None, as for a child not yet up): a placeholder of the
+    dead child no longer resolves, and nothing of ours keeps one past the Started."""
+    manager = getattr(getattr(actor, "_myRef", None), "_addrManager", None)
+    slots = getattr(manager, "satellite_slots", None)
+    if slots is None:  # not weakly_bound_addresses' manager, or no child yet
+        return
+    slot = slots.pop(str(address), None)
+    if slot is not None:
+        manager._managed[slot] = None
 
 
 def die_with_parent() -> None:

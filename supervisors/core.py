@@ -548,12 +548,21 @@ class Supervisor:
         self._children.pop(child.id, None)
         if child.handle is not None:
             self._by_handle.pop(child.handle, None)
+        self._forget_spawns(child.id)
         self._group.discard(child.id)
         if child.id in self._start_queue:
             self._start_queue.remove(child.id)
 
+    def _forget_spawns(self, id: str) -> None:
+        """Drop the spawn records of child ``id``: it has started, or is gone. The host's
+        handle for a spawn (its placeholder address) is not the one the child reports
+        itself by, so they are not found by handle: kept, they were one record per
+        connection a node ever served (issue 8)."""
+        for handle in [h for h, (sid, _) in self._spawned.items() if sid == id]:
+            del self._spawned[handle]
+
     def _attach(self, now: float, child: _Child, handle: str) -> None:
-        self._spawned.pop(handle, None)
+        self._forget_spawns(child.id)
         child.handle = handle
         child.started_at = now
         child.runs += 1

@@ -32,6 +32,7 @@ from actors.base import (
     Started,
     Stats,
     ToHosted,
+    forget_child_address,
 )
 from actors.connection import StartWorker, start_worker
 from actors.overlay import Answer, PeerGone, Query, WorkerExited
@@ -238,9 +239,9 @@ class Sup:
         if self.parent is not None:
             args["supervisor"] = self.key  # comes back in Started: which of us it is
         address = self.host.createActor(_import(spec.start))
-        handle = str(address)
-        self.addresses[handle] = address
-        self.core.spawned(effect.id, handle)
+        # A placeholder until the child reports Started from its own address, under
+        # which it is then known (kept here, it was never dropped: issue 8).
+        self.core.spawned(effect.id, str(address))
         role = args.get("role") or spec.start.rpartition(".")[2]
         self.host.send(address, Init(self.host.node_id, role, args, self.child_context()))
 
@@ -464,6 +465,7 @@ class Supervisor(SatelliteActor):
             else:  # a duplicate notice (Thespian sends some), or a child that never started
                 for sup in list(self.sups.values()):
                     sup.apply(sup.core.exited(now, handle))
+            forget_child_address(self, msg.childAddress)
         elif isinstance(msg, ExitingNormally):
             sup = self.owners.get(str(sender))
             if sup is not None:

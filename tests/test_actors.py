@@ -354,3 +354,29 @@ def test_addresses_thespian_binds_weakly_compare_pickle_and_free_as_before():
     finally:
         if collecting:
             gc.enable()
+
+
+def test_a_childs_address_is_forgotten_once_it_has_exited():
+    from types import SimpleNamespace
+
+    from thespian.actors import ActorAddress
+    from thespian.system.addressManager import ActorAddressManager
+
+    from actors.base import forget_child_address, weakly_bound_addresses
+
+    weakly_bound_addresses()
+    me = ActorAddress("me")
+    manager = ActorAddressManager(ActorAddress("admin"), me)
+    actor = SimpleNamespace(_myRef=SimpleNamespace(_addrManager=manager))
+    forget_child_address(actor, ActorAddress("child:0"))  # before any child: nothing to do
+    placeholders = [manager.createLocalAddress() for _ in range(3)]
+    children = [ActorAddress(f"child:{n}") for n in range(3)]
+    for n, child in enumerate(children):
+        manager.associateUseableAddress(me, n, child)
+    assert placeholders[1] == children[1]
+    forget_child_address(actor, ActorAddress("child:1"))  # as ChildActorExited carries it
+    forget_child_address(actor, ActorAddress("child:1"))  # Thespian sends some twice
+    assert manager._managed == [children[0], None, children[2]]
+    assert placeholders[1] != children[1]  # a dead child's placeholder resolves no more
+    assert placeholders[0] == children[0] and placeholders[2] == children[2]
+    assert manager.exportAddr(placeholders[2]) is children[2]

@@ -291,3 +291,38 @@ def test_state_hosted_in_node_sup_comes_back_from_a_crash_with_what_it_had_writt
     assert to == "antenna" and answer.body["targets"] == {"lights": "on"}
     sup.apply(sup.core.shutdown(time.monotonic()))
     assert host.done
+
+
+class Spawner(Host):
+    """A host whose process children get placeholder addresses, as Thespian's createActor
+    gives: the child reports Started from its own, another."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.created = 0
+
+    def createActor(self, cls):  # noqa: N802 - Thespian's name
+        self.created += 1
+        return f"placeholder-{self.created}"
+
+
+def test_a_worker_process_leaves_no_address_behind_once_it_has_come_and_gone():
+    from actors.base import Started
+
+    host = Spawner()
+    args = {
+        "flags": {"strategy": "simple_one_for_one", "intensity": 3, "period": 30.0},
+        "children": [worker("w", "tests.crashy.Crashy", restart="temporary")],
+        "child_id": "workers",
+    }
+    sup = Sup(host, "", args, {})
+    sup.apply(sup.core.init(time.monotonic()))
+    for n in range(1, 51):
+        sup.start_worker(time.monotonic(), {})
+        assert host.created == n
+        child_id = sup.core.which_children()[-1]["id"]
+        sup.on_started(time.monotonic(), Started(child_id, 10_000 + n), f"worker-{n}")
+        assert sup.addresses == {f"worker-{n}": f"worker-{n}"}  # its own, to reach it
+        sup.on_exited(time.monotonic(), f"worker-{n}")
+    assert sup.addresses == {} and sup.pids == {} and sup.started_at == {}
+    assert sup.core.which_children() == [] and sup.core._spawned == {}

@@ -622,6 +622,25 @@ def test_simple_one_for_one_temporary_workers_are_dropped():
     assert host.sup.which_children() == []
 
 
+def test_a_worker_leaves_no_record_behind_once_it_has_come_and_gone():
+    # As the Supervisor actor reports them: the handle of the placeholder address that
+    # createActor returns, then the child's own when it reports Started. A node serves
+    # connections for months: what each one leaves behind is a leak (issue 8).
+    host = Host(SupFlags(strategy="simple_one_for_one"), [spec("w", restart="temporary")])
+    host.init()
+    for n in range(100):
+        (start,) = of(host.apply(host.sup.start_child(host.now, {})), StartChild)
+        host.sup.spawned(start.id, f"placeholder-{n}")
+        if n % 10 == 9:  # it dies in its init: a failed start, not restarted (temporary)
+            host.starting.remove(start.id)
+            host.apply(host.sup.exited(host.now, f"placeholder-{n}"))
+            continue
+        host.start(start.id)
+        host.exit(start.id, normal=n % 2 == 0)
+    assert host.sup.which_children() == []
+    assert host.sup._spawned == {} and host.sup._by_handle == {} and host.sup._children == {}
+
+
 def test_a_temporary_worker_that_ends_normally_is_no_news_and_one_that_crashes_is():
     # As OTP's supervisor reports only abnormal exits: a client hanging up must not be a
     # line in the log each time a bot polls.
