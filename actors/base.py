@@ -465,7 +465,7 @@ class SatelliteActor(Actor):
             elif isinstance(msg, ActorExitRequest):
                 self.stopping()
             elif isinstance(msg, Context):
-                self.context.update(msg.context)
+                self.context = dict(msg.context)  # whole: a sibling gone is gone from it
                 self.on_context()
             elif isinstance(msg, Stats) and msg.messages is None:  # a question, not an answer
                 self.send(sender, Stats(msg.token, self.messages))

@@ -2,7 +2,8 @@
 
     python bench/node_memory.py [--nodes 6] [--key-file FILE] [--sensing]
                                 [--read-interval S] [--over SECONDS]
-                                [--burst RATE [--bursts N]] [--copies] [--json FILE]
+                                [--burst RATE [--bursts N]] [--connections N]
+                                [--copies] [--json FILE]
 
 Starts ``--nodes`` nodes on 127.0.0.1 (``--sensor none --network-scan none``, as
 bench/compare.py runs them; with ``--sensing``, the simulated sensor and the ARP
@@ -14,7 +15,10 @@ the node's total PSS; with ``--over``, the node's total again every minute until
 role's mean USS at the start and at the last reading, to tell which processes grew.
 With ``--burst RATE``, RATE events a second go through the office for 30 s after the
 first reading (``--bursts N`` times, 100 s apart): what they leave shows in the later
-readings. Stops everything it started.
+readings. With ``--connections N``, N client connections come and go one after another
+(each asks for the members, as ``satellite members`` does), after 20 first: each
+long-lived process's USS before and after, and what the node kept per connection, which
+should be nothing (a node serves connections for months). Stops everything it started.
 
 PSS splits a page among every process that maps it, on the whole machine: here the
 pages of libpython and of the shared libraries are split among all the nodes of the
@@ -39,13 +43,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
-from bench.cluster import Cluster, run_script, wait_whole  # noqa: E402
+from bench.cluster import Cluster, run_script, wait_for, wait_whole  # noqa: E402
 from bench.compare import PAGE, alone_bytes, node_links, page_frames, role_of  # noqa: E402
 from satellite import Antenna  # noqa: E402
 
@@ -93,6 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         help="with --burst: this many, 100 s apart (longer than Plumtree keeps ids)",
     )
     p.add_argument(
+        "--connections",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the first reading, N client connections one after another: what the "
+        "node's long-lived processes keep of them",
+    )
+    p.add_argument(
         "--copies",
         action="store_true",
         help="as root: each forked process's pages it no longer shares with its parent, "
@@ -104,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not 0 <= args.burst <= 5000:
         print("node_memory.py: error: --burst takes 0..5000 events a second", file=sys.stderr)
+        return 2
+    if not 0 <= args.connections <= 100_000:
+        print("node_memory.py: error: --connections takes 0..100000", file=sys.stderr)
         return 2
     if not 1 <= args.nodes <= 30:
         print("node_memory.py: error: --nodes takes 1..30", file=sys.stderr)
@@ -143,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(100.0)
                     antenna.members()  # a node closes a client link silent for 90 s
                 burst(antenna, args.burst, 30.0)
+            kept = connections(node, args.connections) if args.connections else None
             started = time.monotonic()
             later = []
             for mark in range(60, int(args.over) + 1, 60):
@@ -177,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         print("  (--copies reads other processes' page tables and memory: run it as root)")
     if copies:
         print_copies(copies, "")
+    if kept is not None:
+        print_connections(kept)
     for m in later:
         whole = "" if m["alone"] is None else f", alone {m['alone'] / MIB:.1f} MiB"
         pss = f"PSS {m['pss'] / MIB:.1f} MiB"
@@ -195,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         out = {"links": links, "processes": rows, "pss_mib": round(total / MIB, 2)}
         if copies:
             out["copies_pages"] = copies
+        if kept is not None:
+            out["connections"] = kept
         if alone is not None:
             out["alone_mib"] = round(alone / MIB, 2)
         out["later"] = [
@@ -220,6 +241,52 @@ def burst(antenna: Antenna, rate: int, seconds: float) -> None:
         antenna.publish("burst", {"n": sent})
         sent += 1
         time.sleep(max(0.0, start + sent / rate - time.monotonic()))
+
+
+def connections(node: Any, count: int, warm: int = 20) -> dict:
+    """``count`` client connections to ``node``, one after another, after ``warm`` first
+    (what a process allocates once, on its first connections, is not a leak): each
+    long-lived process's USS before, half-way and after, each read once the
+    connections' workers are gone. A leak grows in both halves alike; a node's own
+    growth over its first minutes (README, Memory) mostly in the first."""
+
+    def come_and_go(n: int) -> None:
+        for _ in range(n):
+            with node.antenna() as antenna:
+                antenna.members()
+
+    def settled(expected: int) -> dict[int, int]:
+        # The connections' workers have ended (the node is back to the processes it had).
+        wait_for(lambda: len(node.pids()) <= expected, 30, "the connections' workers to end")
+        return {r["pid"]: r["uss"] for r in process_rows(node.pids())}
+
+    expected = len(node.pids())
+    come_and_go(warm)
+    readings = [settled(expected)]
+    t0 = time.monotonic()
+    for half in (count // 2, count - count // 2):
+        come_and_go(half)
+        readings.append(settled(expected))
+    seconds = time.monotonic() - t0
+    pids = sorted(set.intersection(*(set(r) for r in readings)))
+    rows = [{"pid": pid, "role": role_of(pid), "uss": [r[pid] for r in readings]} for pid in pids]
+    halves = [
+        sum(r["uss"][i + 1] - r["uss"][i] for r in rows) / max(1, n)
+        for i, n in enumerate((count // 2, count - count // 2))
+    ]
+    return {"count": count, "seconds": round(seconds, 2), "rows": rows, "per_connection": halves}
+
+
+def print_connections(kept: dict) -> None:
+    print(
+        f"  {kept['count']} client connections in {kept['seconds']:.1f} s; USS of the processes"
+        " that outlived them, before, half-way and after (KiB):"
+    )
+    for r in kept["rows"]:
+        before, half, after = (u / 1024 for u in r["uss"])
+        print(f"    {r['role']:<26} {before:9.0f} {half:9.0f} {after:9.0f}  {after - before:+8.0f}")
+    first, second = (k / 1024 for k in kept["per_connection"])
+    print(f"  kept per connection: {first:.2f} KiB in the first half, {second:.2f} in the second")
 
 
 def process_rows(pids: list[int] | set[int]) -> list[dict]:

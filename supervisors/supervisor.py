@@ -111,6 +111,11 @@ class Sup:
 
     def child_context(self) -> dict:
         ctx = dict(self.context)
+        if self.core.simple:
+            # Dynamic workers are named by nobody: their addresses in every sibling's
+            # context were a Context message to each per connection, and an entry per
+            # connection ever served (issue 8).
+            return ctx
         for row in self.core.which_children():
             handle = row.get("handle")
             if row.get("state") != "running":
@@ -141,7 +146,8 @@ class Sup:
         self.pids[handle] = msg.pid
         self.started_at[handle] = time.time()
         self.apply(self.core.started(now, msg.child_id, handle))
-        self.broadcast_context()
+        if not self.core.simple:  # (a new dynamic worker changes no one's context)
+            self.broadcast_context()
 
     def on_exited(self, now: float, handle: str) -> None:
         normal = handle in self.normal

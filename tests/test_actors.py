@@ -380,3 +380,15 @@ def test_a_childs_address_is_forgotten_once_it_has_exited():
     assert placeholders[1] != children[1]  # a dead child's placeholder resolves no more
     assert placeholders[0] == children[0] and placeholders[2] == children[2]
     assert manager.exportAddr(placeholders[2]) is children[2]
+
+
+def test_a_context_replaces_the_last_one_whole():
+    from actors.base import Context
+    from tests.crashy import Crashy
+
+    actor = Crashy()
+    actor.context = {"gossip": "g1", "peer_workers-1": "w1"}
+    actor._receive(Context({"gossip": "g2", "state": "s1"}), None)
+    # A sibling that is gone is gone from it: kept, each connection ever served was one
+    # entry more in every long-lived worker (issue 8).
+    assert actor.context == {"gossip": "g2", "state": "s1"}

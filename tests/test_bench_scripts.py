@@ -304,6 +304,7 @@ def test_node_memory_lists_one_nodes_processes_and_stops_them(tmp_path) -> None:
         (["--over", "-1"], "--over"),
         (["--burst", "-1"], "--burst"),
         (["--bursts", "2"], "--bursts"),  # only with --burst
+        (["--connections", "-1"], "--connections"),
         (["--read-interval", "1"], "--read-interval"),  # only with --sensing
         (["--sensing", "--read-interval", "0"], "--read-interval"),
     ):
@@ -311,13 +312,19 @@ def test_node_memory_lists_one_nodes_processes_and_stops_them(tmp_path) -> None:
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and named in bad.stderr, args
     out = tmp_path / "mem.json"
     run = subprocess.run(
-        [sys.executable, script, "--nodes", "2", "--copies", "--json", str(out)],
+        [sys.executable, script, "--nodes", "2", "--copies", "--connections", "10"]
+        + ["--json", str(out)],
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert run.returncode == 0, run.stderr
     figures = json.loads(out.read_text())
+    # Ten connections came and went; what outlived them was read before, half-way, after.
+    kept = figures["connections"]
+    assert kept["count"] == 10 and len(kept["per_connection"]) == 2
+    assert {"Supervisor:node_sup", "Gossip", "ClientWorker"} <= {r["role"] for r in kept["rows"]}
+    assert all(len(r["uss"]) == 3 and min(r["uss"]) > 0 for r in kept["rows"])
     roles = [p["role"] for p in figures["processes"]]
     assert figures["links"] == 1
     for role in ("Gossip", "PeerWorker", "ClientWorker"):

@@ -326,3 +326,15 @@ def test_a_worker_process_leaves_no_address_behind_once_it_has_come_and_gone():
         sup.on_exited(time.monotonic(), f"worker-{n}")
     assert sup.addresses == {} and sup.pids == {} and sup.started_at == {}
     assert sup.core.which_children() == [] and sup.core._spawned == {}
+
+    # Workers are named by nobody: none is in another's context, and one coming up sends
+    # nothing to those already running (it was a Context to each, per connection).
+    host.sent.clear()
+    sup.context = {"gossip": "gossip-address"}
+    for n in (1, 2):
+        sup.start_worker(time.monotonic(), {})
+        child_id = sup.core.which_children()[-1]["id"]
+        sup.on_started(time.monotonic(), Started(child_id, 20_000 + n), f"again-{n}")
+    inits = [msg for _, msg in host.sent if type(msg).__name__ == "Init"]
+    assert [i.context for i in inits] == [{"gossip": "gossip-address"}] * 2
+    assert [type(msg).__name__ for _, msg in host.sent] == ["Init", "Init"]
