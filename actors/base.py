@@ -215,6 +215,9 @@ def weakly_bound_addresses() -> None:
     from thespian.system import addressManager as am
 
     manager = am.ActorAddressManager
+    if getattr(manager, "satellite_weak", False):
+        return
+    manager.satellite_weak = True
 
     def get_local_address(self: Any, instance_num: int) -> ActorAddress:
         address = ActorAddress(am.ActorLocalAddress(self._thisActorAddr, instance_num, self))
