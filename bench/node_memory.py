@@ -264,17 +264,17 @@ def connections(node: Any, count: int, warm: int = 20) -> dict:
     come_and_go(warm)
     readings = [settled(expected)]
     t0 = time.monotonic()
-    for half in (count // 2, count - count // 2):
+    halves = (count // 2, count - count // 2)
+    for half in halves:
         come_and_go(half)
         readings.append(settled(expected))
     seconds = time.monotonic() - t0
     pids = sorted(set.intersection(*(set(r) for r in readings)))
     rows = [{"pid": pid, "role": role_of(pid), "uss": [r[pid] for r in readings]} for pid in pids]
-    halves = [
-        sum(r["uss"][i + 1] - r["uss"][i] for r in rows) / max(1, n)
-        for i, n in enumerate((count // 2, count - count // 2))
+    kept = [
+        sum(r["uss"][i + 1] - r["uss"][i] for r in rows) / max(1, n) for i, n in enumerate(halves)
     ]
-    return {"count": count, "seconds": round(seconds, 2), "rows": rows, "per_connection": halves}
+    return {"count": count, "seconds": round(seconds, 2), "rows": rows, "per_connection": kept}
 
 
 def print_connections(kept: dict) -> None:

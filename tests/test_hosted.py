@@ -307,7 +307,7 @@ class Spawner(Host):
 
 
 def test_a_worker_process_leaves_no_address_behind_once_it_has_come_and_gone():
-    from actors.base import Started
+    from actors.base import Init, Started
 
     host = Spawner()
     args = {
@@ -335,6 +335,5 @@ def test_a_worker_process_leaves_no_address_behind_once_it_has_come_and_gone():
         sup.start_worker(time.monotonic(), {})
         child_id = sup.core.which_children()[-1]["id"]
         sup.on_started(time.monotonic(), Started(child_id, 20_000 + n), f"again-{n}")
-    inits = [msg for _, msg in host.sent if type(msg).__name__ == "Init"]
-    assert [i.context for i in inits] == [{"gossip": "gossip-address"}] * 2
-    assert [type(msg).__name__ for _, msg in host.sent] == ["Init", "Init"]
+    assert [type(msg) for _, msg in host.sent] == [Init, Init]
+    assert [msg.context for _, msg in host.sent] == [{"gossip": "gossip-address"}] * 2
