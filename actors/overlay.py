@@ -585,6 +585,7 @@ class Membership(SatelliteActor):
             "incarnation": self.incarnation,
             "active_view": list(self.hv.active_view),
             "passive_view": list(self.hv.passive_view),
+            "failed": list(self.hv.failed),  # lost peers the reconnect retries, oldest first
         }
 
     def _peer_up(self, msg: PeerUp) -> None:

@@ -467,7 +467,10 @@ def overlay_report(nodes: list[Node], log_lines: int = 15) -> str:
         try:
             with node.antenna() as antenna:
                 hv = antenna.topology()["hyparview"]
-            views = f"active {hv['active_view']} passive {hv['passive_view']}"
+            views = (
+                f"active {hv['active_view']} passive {hv['passive_view']} "
+                f"failed {hv.get('failed')}"
+            )
         except Exception as exc:  # noqa: BLE001 - a node that is down says so
             views = f"unreadable ({exc!r})"
         out.append(f"{node.name} {node.peer}: {views}")

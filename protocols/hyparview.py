@@ -14,7 +14,8 @@ our simulator showed the plain rules getting wrong; the README says why each):
   a failure of that peer;
 - a timer (every ``promote_interval``) keeps filling the active view from the
   passive view with low-priority requests, which only take free slots; a node
-  left alone with nobody to ask joins again through its contacts;
+  left alone with nobody passive to ask asks the peers it lost, one at a time,
+  and joins again through its contacts;
 - a share of SHUFFLEs go straight to a passive peer (as in Cyclon), since a
   random walk never leaves the component it starts in;
 - like Serf's reconnect, peers lost to a failure are retried now and then, so
@@ -214,6 +215,7 @@ class HyParView:
     failed: dict = field(default_factory=dict)
     contacts: list = field(default_factory=list)  # who we joined through: retried when alone
     _tried: set = field(default_factory=set)  # rejected us since we last gained a link
+    _asked_alone: set = field(default_factory=set)  # lost peers asked since we were left alone
     _join_failures: int = 0  # failed JOINs in a row, for the retry backoff
     _last_shuffle: tuple = ()  # what our last SHUFFLE carried, dropped first on its reply
     _awaiting_reply: Peer | None = None  # the passive peer of our last direct SHUFFLE
@@ -300,6 +302,7 @@ class HyParView:
         self._pending.pop(peer, None)
         self.failed.pop(peer, None)
         self._tried.clear()
+        self._asked_alone.clear()
         self._join_failures = 0
         self._fill_backoff, self._filled_to = 1.0, -1  # the view changed: fill up as usual
         self.active_view[peer] = incarnation
@@ -484,6 +487,26 @@ class HyParView:
             # Every link and every passive peer failed (our own connections were all
             # restarted, or the office went down around us): join again at once.
             self._join(self.contacts[0], out)
+        if not self.active_view:
+            self._ask_lost_peer(peer, out)  # besides the contacts, which may be gone too
+
+    def _ask_lost_peer(self, just_failed: Peer, out: list) -> None:
+        """Alone, and nobody left in the passive view to ask: ask a peer we lost earlier
+        at once, one at a time, each once until a link stands. Otherwise only the reconnect
+        tick asks them: one lost peer every ``reconnect_interval``, picked at random. Two
+        nodes of a small office that knew each other only as lost peers (their link broke
+        while a third held them together) stayed apart 7.6-24.2 s when the third died (it
+        was their only contact, and the ticks asked it as often as each other)."""
+        self._asked_alone.add(just_failed)  # it has just failed: the reconnect tick retries it
+        if any(not p.join for p in self._pending.values()):
+            return  # a passive peer or a lost one is being asked
+        candidates = [
+            p for p in self.failed if p not in self._pending and p not in self._asked_alone
+        ]
+        if candidates:
+            peer = candidates[self.rng.randrange(len(candidates))]
+            self._asked_alone.add(peer)
+            self._request_neighbor(peer, out, high=True, reconnect=True)
 
     def _remember_failed(self, now: float, peer: Peer) -> None:
         self.failed.pop(peer, None)

@@ -214,7 +214,8 @@ def test_an_antenna_fails_over_when_its_node_dies_and_misses_no_target_change(of
     # This tests the Antenna, not HyParView's repair of an overlay that loses a cut
     # vertex: the two survivors are linked before node 0 dies. After the test before,
     # the overlay can be a star around node 0 for a while, and killing its centre then
-    # left the two apart for longer than this waits (CI, 2026-12-05; see issue 8).
+    # left the two apart for longer than this waits (CI, 2026-12-05; HyParView now asks
+    # its lost peers at once when left alone: test_hyparview, bench/overlay_repair.py).
     wait_for(
         lambda: writer.peer in views([second])[second.peer],
         30,

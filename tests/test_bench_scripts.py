@@ -513,3 +513,20 @@ def test_page_copies_tell_a_page_written_back_from_counts_and_from_data() -> Non
             os.close(fd)
     assert base not in kinds  # never written: still the parent's page
     assert [kinds[base + n * PAGE] for n in (1, 2, 3)] == ["none", "few", "more"]
+
+
+def test_overlay_repair_times_a_round_on_real_nodes_and_refuses_bad_arguments(capsys) -> None:
+    import json
+
+    from bench import overlay_repair
+
+    # One office: node 1 blocks node 2 and unblocks, node 0 is killed, the two link again
+    # (and the nodes it started are gone: running_cluster checks).
+    assert overlay_repair.main(["--rounds", "1", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rounds"] == 1 and summary["not_linked"] == 0
+    assert len(summary["linked_s"]) == 1 and summary["linked_s"][0] > 0
+    for bad in (["--rounds", "0"], ["--give-up", "0"]):
+        with pytest.raises(SystemExit) as exit:
+            overlay_repair.main(bad)
+        assert exit.value.code == 2

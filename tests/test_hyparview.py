@@ -753,6 +753,56 @@ def test_promote_tick_does_not_rejoin_while_a_passive_peer_may_answer():
     assert not sends(out, Join)
 
 
+def test_alone_with_nobody_passive_a_lost_peer_is_asked_at_once_each_once_until_linked():
+    node = make(active=[1, 2, 3])
+    node.handle(0.0, PeerFailed(2))
+    node.handle(0.0, PeerFailed(3))
+    assert set(node.failed) == {2, 3} and node.passive_view == []
+    out = node.handle(T, PeerFailed(1))  # the last link: nobody passive to ask
+    ((first, msg),) = sends(out, Neighbor)
+    assert first in (2, 3) and msg == Neighbor(0, True)  # not 1, which has just failed
+    # It is unreachable too: the other lost peer is asked, then nobody (1 failed last).
+    ((second, _),) = sends(node.handle(T, PeerFailed(first)), Neighbor)
+    assert second == 5 - first
+    assert not sends(node.handle(T, PeerFailed(second)), Neighbor)
+    # A link stands again: the next time it is alone, it asks its lost peers afresh.
+    recv(node, 7, Join(0))
+    assert sends(node.handle(T, PeerFailed(7)), Neighbor)
+
+
+def test_alone_a_passive_peer_is_asked_before_any_lost_one():
+    node = make(active=[1, 2], passive=[10])
+    node.handle(0.0, PeerFailed(2))  # 10 is asked to fill the slot...
+    recv(node, 10, NeighborReply(0, False))  # ...and refuses: it stays passive
+    assert list(node.failed) == [2] and node.passive_view == [10]
+    out = node.handle(T, PeerFailed(1))
+    assert sends(out, Neighbor) == [(10, Neighbor(0, True))]  # and not 2 as well
+
+
+def test_two_nodes_held_together_by_a_third_find_each_other_when_it_dies():
+    """A star around node 0: 1 and 2 lost their own link (1's connections restarted) and
+    know each other only as lost peers; their contact is 0. When 0 dies they must link
+    again at once, not after some reconnect ticks (the failover test in CI, 2026-12-05)."""
+    nodes = {me: HyParView(me, random.Random(me), config=Config(**SMALL)) for me in (1, 2)}
+    for me, other in ((1, 2), (2, 1)):
+        node = nodes[me]
+        node.handle(0.0, JoinVia(0))
+        node.handle(0.0, Receive(0, NeighborReply(0, True)))
+        node.handle(0.0, Receive(other, Neighbor(0, True)))
+        node.handle(0.0, PeerFailed(other))
+        assert list(node.active_view) == [0] and list(node.failed) == [other]
+    # 0 dies: each survivor hears of it (a keepalive), and anything sent to 0 bounces.
+    queue = [(me, node.handle(T, PeerFailed(0))) for me, node in nodes.items()]
+    while queue:
+        sender, effects = queue.pop(0)
+        for peer, message in sends(effects):
+            if peer in nodes:
+                queue.append((peer, nodes[peer].handle(T, Receive(sender, message))))
+            else:
+                queue.append((sender, nodes[sender].handle(T, PeerFailed(peer))))
+    assert list(nodes[1].active_view) == [2] and list(nodes[2].active_view) == [1]
+
+
 # --- reconnect (Serf-style) ----------------------------------------------------------------
 
 
