@@ -40,6 +40,7 @@ from protocols.events import (
     CloseLink,
     Deliver,
     JoinVia,
+    KnownPeers,
     NeighborDown,
     NeighborUp,
     PeerFailed,
@@ -513,6 +514,8 @@ class Membership(SatelliteActor):
             self._worker_exited(now, msg.address)
         elif isinstance(msg, ControlRequest):
             self.send(sender, Answer("control", msg.token, self.control(now, msg)))
+        elif isinstance(msg, KnownPeers):  # from State
+            self.apply(self.hv.handle(now, msg))
         elif isinstance(msg, Unreachable):
             if msg.peer in self.blocked:
                 self.apply(self.hv.handle(now, PeerFailed(msg.peer)))

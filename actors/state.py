@@ -49,6 +49,7 @@ from actors.store import Store
 from protocols import link, wire
 from protocols.clocks import HLC, Timestamp
 from protocols.crdt import ORMap
+from protocols.events import KnownPeers
 from protocols.replication import Replica, ReplicationError
 
 SPACES = {"targets": ORMap, "readings": ORMap, "network": ORMap, "nodes": ORMap}
@@ -109,9 +110,34 @@ class State(SatelliteActor):
         self.data_sent = 0.0  # monotonic time of the last "data" event
         self.entry_due: float | None = None  # when the pending "node" wakeup fires
         self.entry_written = -NODE_ENTRY_EVERY  # monotonic time of the last write
+        self.peers_told: tuple | None = None  # the members' peer addresses Membership has
         self.wakeupAfter(timedelta(seconds=ANTI_ENTROPY * (0.5 + self.rng.random())), "ae")
         self.wakeupAfter(timedelta(seconds=self.prune_every()), "prune")
         self.write_node_entry()
+        self.tell_known_peers()
+
+    def on_context(self) -> None:
+        self.peers_told = None  # Membership may have restarted: tell it again
+        self.tell_known_peers()
+
+    def tell_known_peers(self) -> None:
+        """Membership learns the office's members from the state (what a restarted node
+        loaded from its store, before it has any peer): where to look for the office when
+        its seeds are down. Sent at start, and every ``prune_every`` if it changed."""
+        membership = self.context.get("membership")
+        entries = self.replica.get(*NODES).value()
+        peers = tuple(
+            sorted(
+                {
+                    v["peer"]
+                    for k, v in entries.items()
+                    if k != self.node_id and isinstance(v, dict) and isinstance(v.get("peer"), str)
+                }
+            )
+        )
+        if membership is not None and peers != self.peers_told:
+            self.peers_told = peers
+            self.send(membership, KnownPeers(peers))
 
     def prune_every(self) -> float:
         return min(60.0, self.prune_after / 4)
@@ -178,6 +204,7 @@ class State(SatelliteActor):
         elif what == "prune":
             self.prune_departed()
             self.write_node_entry()  # a refresh, when a third of prune_after has passed
+            self.tell_known_peers()
             self.wakeupAfter(timedelta(seconds=self.prune_every()), "prune")
 
     def gauges(self) -> dict:

@@ -45,6 +45,7 @@ from protocols.events import (
     Broadcast,
     Deliver,
     JoinVia,
+    KnownPeers,
     NeighborDown,
     NeighborUp,
     PeerFailed,
@@ -257,7 +258,9 @@ class Simulation:
 
     # -- nodes ------------------------------------------------------------------------------
 
-    def start(self, node: int, contact: int | None) -> None:
+    def start(self, node: int, contact: int | None, known: tuple = ()) -> None:
+        """``known``: the office's members as the node's stored state lists them (a node
+        sends them to its membership at start: actors/state.py)."""
         self.incarnation[node] += 1
         rng = random.Random(self.seed * 1_000_003 + node * 7919 + self.incarnation[node])
         layer = Flood(node) if self.broadcast_kind == "flood" else None
@@ -273,6 +276,8 @@ class Simulation:
             self.apply(node, stack.handle(self.now, JoinVia(contact)))
         else:
             self.apply(node, stack.handle(self.now, TimerFired(hyparview.PromoteTick())))
+        if known:
+            self.apply(node, stack.handle(self.now, KnownPeers(tuple(known))))
 
     def crash(self, node: int) -> None:
         stack = self.stacks[node]
@@ -283,6 +288,18 @@ class Simulation:
             if self.stacks[peer] is not None:
                 # The peer's keepalive on the link notices.
                 delay = self.detect * (0.5 + self.rng.random())
+                self.push(self.now + delay, peer, PeerFailed(node, self.incarnation[node]))
+
+    def restart_links(self, node: int) -> None:
+        """The node's connections restart (node_sup restarts its worker supervisor after
+        a Gossip crash): it hears of each link's end at once, each peer a little later."""
+        stack = self.stacks[node]
+        if stack is None:
+            return
+        for peer in stack.hyparview.active_view:
+            self.push(self.now, node, PeerFailed(peer, self.incarnation[peer]))
+            if self.stacks[peer] is not None:
+                delay = self.latency(node, peer) + 0.2 * self.rng.random()
                 self.push(self.now + delay, peer, PeerFailed(node, self.incarnation[node]))
 
     def cut(self, groups: list[int]) -> None:

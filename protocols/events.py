@@ -52,6 +52,14 @@ class JoinVia:
 
 
 @dataclass(frozen=True, slots=True)
+class KnownPeers:
+    """Command: the office's other members as its replicated state lists them (each node
+    writes its own peer address there): where to look when the seeds are gone."""
+
+    peers: tuple
+
+
+@dataclass(frozen=True, slots=True)
 class Broadcast:
     """Command: broadcast ``payload`` under the unique ``id`` chosen by the caller."""
 

@@ -19,7 +19,11 @@ our simulator showed the plain rules getting wrong; the README says why each):
 - a share of SHUFFLEs go straight to a passive peer (as in Cyclon), since a
   random walk never leaves the component it starts in;
 - like Serf's reconnect, peers lost to a failure are retried now and then, so
-  two halves of a healed partition find each other again.
+  two halves of a healed partition find each other again;
+- the office's members, as its replicated state lists them (``KnownPeers``), go
+  into the passive view where it has room, and back there while a node is alone
+  with nobody passive: a node restarted while its seeds are down still finds the
+  office, as Serf rejoins the members in its snapshot.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from protocols.events import (
     CloseLink,
     JoinVia,
+    KnownPeers,
     NeighborDown,
     NeighborUp,
     Peer,
@@ -214,6 +219,7 @@ class HyParView:
     # peers lost to failure, oldest first: peer -> time of failure (Serf's "failed members")
     failed: dict = field(default_factory=dict)
     contacts: list = field(default_factory=list)  # who we joined through: retried when alone
+    known: list = field(default_factory=list)  # the office's members, from its state (KnownPeers)
     _tried: set = field(default_factory=set)  # rejected us since we last gained a link
     _asked_alone: set = field(default_factory=set)  # lost peers asked since we were left alone
     _join_failures: int = 0  # failed JOINs in a row, for the retry backoff
@@ -250,6 +256,8 @@ class HyParView:
                 self._on_peer_failed(now, event.peer, out)
         elif kind is JoinVia:
             self._join(event.contact, out)
+        elif kind is KnownPeers:
+            self._on_known(now, event.peers, out)
         return out
 
     # -- views ----------------------------------------------------------------------------
@@ -368,6 +376,22 @@ class HyParView:
             return
         nxt = candidates[self.rng.randrange(len(candidates))]
         out.append(Send(nxt, ForwardJoin(joiner, msg.incarnation, msg.ttl - 1)))
+
+    def _on_known(self, now: float, peers: tuple, out: list) -> None:
+        """The office's members (a restarted node has them from its stored state at once):
+        kept, and put in the passive view while it has room. A node whose seeds are gone
+        then still finds the office, as Serf rejoins the members in its snapshot."""
+        self.known = [p for p in dict.fromkeys(peers) if p != self.me]
+        self._recall_known()
+        if not self.active_view and not self._pending:
+            self._fill_active(now, out)
+
+    def _recall_known(self) -> None:
+        # Only into free room: what a shuffle brought is fresher than what the state says.
+        for peer in self.known:
+            if len(self.passive_view) >= self.config.passive_size:
+                return
+            self._add_passive(peer)
 
     # -- neighbor -------------------------------------------------------------------------
 
@@ -598,6 +622,10 @@ class HyParView:
                 self._last_fill = now
                 self._tried.clear()  # a while has passed: those who refused may have room
                 self._fill_left = c.fill_tries - 1  # the first ask is this one
+                if not self.active_view and not self.passive_view:
+                    # Alone, and everyone we knew failed: the office's members again, each
+                    # tick (while alone, each one that is down costs a request a tick).
+                    self._recall_known()
                 self._fill_active(now, out)
                 if len(self.active_view) < c.active_min and not self._pending and self.contacts:
                     # Below the minimum and nobody in the passive view to ask: join again,

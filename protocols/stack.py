@@ -14,6 +14,7 @@ from protocols import hyparview, plumtree
 from protocols.events import (
     Broadcast,
     JoinVia,
+    KnownPeers,
     NeighborDown,
     NeighborUp,
     Peer,
@@ -58,7 +59,7 @@ class Stack:
             to_plumtree = type(event.timer) in PLUMTREE_TYPES
         else:
             to_plumtree = kind is Broadcast
-            if not to_plumtree and kind not in (PeerFailed, JoinVia):
+            if not to_plumtree and kind not in (PeerFailed, JoinVia, KnownPeers):
                 raise TypeError(f"not an overlay event: {event!r}")
         if to_plumtree:
             return self.plumtree.handle(now, event)

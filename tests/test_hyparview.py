@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from protocols.events import (
     CloseLink,
     JoinVia,
+    KnownPeers,
     NeighborDown,
     NeighborUp,
     PeerFailed,
@@ -801,6 +802,44 @@ def test_two_nodes_held_together_by_a_third_find_each_other_when_it_dies():
             else:
                 queue.append((sender, nodes[sender].handle(T, PeerFailed(peer))))
     assert list(nodes[1].active_view) == [2] and list(nodes[2].active_view) == [1]
+
+
+def test_known_members_go_to_the_passive_view_only_into_free_room():
+    node = make(active=[1], passive=[10, 11, 12, 13, 14])  # passive_size 6: room for one
+    out = node.handle(T, KnownPeers((ME, 1, 20, 21, 20)))
+    assert node.known == [1, 20, 21]  # not ourselves, once each
+    assert node.passive_view == [10, 11, 12, 13, 14, 20]  # no shuffled-in peer evicted
+    assert not sends(out)  # not alone: nothing asked
+
+
+def test_a_restarted_node_whose_seed_is_down_joins_through_the_known_members():
+    node = make()
+    node.handle(T, JoinVia(5))  # the seed...
+    node.handle(T, KnownPeers((5, 6, 7)))  # ...and the office, from the stored state
+    assert node.passive_view == [5, 6, 7]
+    out = node.handle(T, PeerFailed(5))  # the seed is down
+    assert 5 not in node.passive_view
+    (high,) = [p for p, m in sends(out, Neighbor) if m.high_priority]
+    assert high in (6, 7)
+
+
+def test_alone_and_with_nobody_passive_the_promote_tick_asks_the_known_members_again():
+    node = make()
+    out = node.handle(T, KnownPeers((6, 7)))  # alone, nothing pending: asked at once
+    assert {p for p, _ in sends(out, Neighbor)} == {6, 7}
+    node.handle(T, PeerFailed(6))  # both are down
+    node.handle(T, PeerFailed(7))
+    assert node.passive_view == [] and not node._pending
+    out = fire(node, PromoteTick())
+    assert {p for p, _ in sends(out, Neighbor)} == {6, 7}
+    assert sum(m.high_priority for _, m in sends(out, Neighbor)) == 1
+    # With a link, the tick leaves them out: they are down, as far as it knows.
+    node = make(active=[1])
+    node.handle(T, KnownPeers((6, 7)))
+    node.handle(T, PeerFailed(6))  # (a passive peer that failed leaves the view)
+    node.handle(T, PeerFailed(7))
+    assert node.passive_view == []
+    assert not sends(fire(node, PromoteTick()), Neighbor)
 
 
 # --- reconnect (Serf-style) ----------------------------------------------------------------

@@ -21,8 +21,10 @@ from bench.cluster import (
     Node,
     find,
     free_port_block,
+    overlay_report,
     running_cluster,
     tree_of,
+    views,
     wait_for,
     wait_whole,
 )
@@ -482,6 +484,38 @@ def test_a_node_waits_for_a_seed_that_is_not_up_yet_and_reads_a_config_file(tmp_
     finally:
         joiner.kill()
         seed.kill()
+
+
+def test_nodes_restarted_while_their_seed_is_down_find_each_other_through_the_state(tmp_path):
+    # Serf rejoins the members in its snapshot; a node here has the office's members in
+    # its stored state (each node's entry names its peer address), and looks for the
+    # office there when its seeds do not answer. Without it, two nodes restarted while
+    # the seed was down each stayed alone, until the seed came back.
+    with running_cluster(tmp_path, 3, "rejoin") as office:
+        seed, a, b = office.nodes
+        everyone = {n.peer for n in office.nodes}
+
+        def lists_everyone(node: Node) -> bool:
+            with node.antenna() as antenna:
+                entries = antenna.state()["nodes"].values()
+            return {entry.get("peer") for entry in entries} == everyone
+
+        wait_for(lambda: lists_everyone(a) and lists_everyone(b), 20, "every node's entry")
+        seed.kill()
+        a.stop()
+        b.stop()
+        started = time.monotonic()
+        a.start()
+        b.start()
+        a.wait_up()
+        b.wait_up()
+
+        def linked() -> bool:
+            v = views([a, b])
+            return b.peer in v[a.peer] and a.peer in v[b.peer]
+
+        wait_for(linked, 30, "the two to link", explain=lambda: overlay_report([a, b]))
+        print(f"linked {time.monotonic() - started:.2f} s after they were started again")
 
 
 def raw(port: int, data: bytes) -> bytes:

@@ -4,6 +4,7 @@ held to the bounds of issue 2 (the full-size figures are in the README)."""
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,60 @@ def test_time_to_all_reads_percentiles_as_the_benchmarks_do() -> None:
     assert got["time_to_all_p50_ms"] == round(1000 * stats.percentile(times, 0.5), 2) == 101
     assert got["time_to_all_p99_ms"] == round(1000 * stats.percentile(times, 0.99), 2) == 198
     assert simulate._time_to_all([]) == {}
+
+
+def small_office_heal_time(seed: int, known: bool = True) -> float | None:
+    """Simulated seconds until a small office (2-6 nodes, all joined through node 0, as
+    an office configures one seed) is one whole, symmetric overlay again after six
+    random faults a few seconds apart: a node crashes (never the last two), a crashed
+    one restarts (with the members its stored state lists, when ``known``), or a node's
+    connections restart. None if not within two minutes."""
+    from protocols.events import KnownPeers
+
+    rng = random.Random(seed)
+    n = 2 + seed % 5
+    office = simulate.Simulation(n, seed=seed)
+    office.start(0, None)
+    for node in range(1, n):
+        office.run_until(office.now + rng.random())
+        office.start(node, 0)
+    office.run_until(office.now + 20)
+    members = range(n)
+    if known:  # each State tells its Membership within a minute (actors/state.py)
+        for node in members:
+            others = tuple(m for m in members if m != node)
+            office.apply(node, office.stacks[node].handle(office.now, KnownPeers(others)))
+    for _ in range(6):
+        live = office.live()
+        down = [m for m in members if m not in live]
+        fault = rng.choice(["crash", "restart", "links", "none"])
+        if fault == "crash" and len(live) > 2:
+            office.crash(rng.choice(live))
+        elif fault == "restart" and down:
+            node = rng.choice(down)
+            others = tuple(m for m in members if m != node) if known else ()
+            office.start(node, 0 if node != 0 else None, known=others)
+        elif fault == "links":
+            office.restart_links(rng.choice(live))
+        office.run_until(office.now + rng.choice([0.05, 0.3, 1, 3, 12]))
+    start = office.now
+    while office.now - start < 120:
+        office.run_until(office.now + 0.25)
+        overlay = office.overlay()
+        if overlay["connected"] and overlay["symmetric"]:
+            return office.now - start
+    return None
+
+
+def test_a_small_office_is_whole_again_within_seconds_of_any_faults() -> None:
+    # Of seeds 0-999 (2026-12-05): 23 took over 5 s, 6 over 15 s, one 79 s, when a node
+    # left alone asked its lost peers one per reconnect tick (10 s), at random, and a
+    # restarted node whose seed was down knew nobody else. Asking the lost peers at once
+    # left 7 over 5 s (27.5 s at most); with the members the state lists, none (2.75 s
+    # at most). protocols/hyparview.py: _ask_lost_peer, KnownPeers.
+    slow = {}
+    for seed in range(300):
+        took = small_office_heal_time(seed)
+        if took is None or took > 5.0:
+            slow[seed] = took
+    assert not slow, f"seeds that took longer than 5 s (None: never): {slow}"
