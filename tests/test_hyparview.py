@@ -762,7 +762,8 @@ def test_alone_with_nobody_passive_a_lost_peer_is_asked_at_once_each_once_until_
     out = node.handle(T, PeerFailed(1))  # the last link: nobody passive to ask
     ((first, msg),) = sends(out, Neighbor)
     assert first in (2, 3) and msg == Neighbor(0, True)  # not 1, which has just failed
-    # It is unreachable too: the other lost peer is asked, then nobody (1 failed last).
+    # It is unreachable too: the other lost peer is asked, then nobody (1 counts as asked:
+    # it had just failed, and the reconnect tick retries it).
     ((second, _),) = sends(node.handle(T, PeerFailed(first)), Neighbor)
     assert second == 5 - first
     assert not sends(node.handle(T, PeerFailed(second)), Neighbor)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench import simulate, stats
+from protocols.events import KnownPeers
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 200
@@ -192,8 +193,6 @@ def small_office_heal_time(seed: int, known: bool = True) -> float | None:
     random faults a few seconds apart: a node crashes (never the last two), a crashed
     one restarts (with the members its stored state lists, when ``known``), or a node's
     connections restart. None if not within two minutes."""
-    from protocols.events import KnownPeers
-
     rng = random.Random(seed)
     n = 2 + seed % 5
     office = simulate.Simulation(n, seed=seed)
