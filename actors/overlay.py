@@ -528,7 +528,7 @@ class Membership(SatelliteActor):
         if msg.command == "faults":
             return self.set_faults(msg.args)
         peers = msg.args if isinstance(msg.args, list) else None
-        if peers is None or not all(isinstance(p, str) and ":" in p for p in peers):
+        if peers is None or not all(isinstance(p, str) and wire.is_peer_address(p) for p in peers):
             return {"error": f"{msg.command} takes a list of HOST:PORT peer addresses"}
         if msg.command == "join":
             for seed in peers:

@@ -74,6 +74,23 @@ class SetTargetRequest:
         self.name, self.value, self.token = name, value, token
 
 
+def known_peers(entries: dict, me: str) -> tuple:
+    """The peer addresses of the ``nodes`` space's entries but ours, sorted; an entry whose
+    address a node could not dial (a bad value from a peer) is left out."""
+    return tuple(
+        sorted(
+            {
+                v["peer"]
+                for k, v in entries.items()
+                if k != me
+                and isinstance(v, dict)
+                and isinstance(v.get("peer"), str)
+                and wire.is_peer_address(v["peer"])
+            }
+        )
+    )
+
+
 def _ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -125,16 +142,7 @@ class State(SatelliteActor):
         loaded from its store, before it has any peer): where to look for the office when
         its seeds are down. Sent at start, and every ``prune_every`` if it changed."""
         membership = self.context.get("membership")
-        entries = self.replica.get(*NODES).value()
-        peers = tuple(
-            sorted(
-                {
-                    v["peer"]
-                    for k, v in entries.items()
-                    if k != self.node_id and isinstance(v, dict) and isinstance(v.get("peer"), str)
-                }
-            )
-        )
+        peers = known_peers(self.replica.get(*NODES).value(), self.node_id)
         if membership is not None and peers != self.peers_told:
             self.peers_told = peers
             self.send(membership, KnownPeers(peers))
@@ -261,6 +269,9 @@ class State(SatelliteActor):
             "readings": readings,
             "avg_temp": round(sum(temps) / len(temps), 3) if temps else None,
             "nodes": self.replica.get(*NODES).value(),
+            # Every target-change event of ours up to this id is in the snapshot: an
+            # Antenna drops those that reach it after the snapshot (they took another path).
+            "last_change": f"t/{self.node_id}/{self.incarnation}/{self.changes}",
         }
 
     # -- this node's own entries ------------------------------------------------------------

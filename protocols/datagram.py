@@ -45,7 +45,7 @@ from protocols import wire
 from protocols.aead import ChaCha20Poly1305, InvalidTag, hkdf_sha256
 from protocols.hyparview import Neighbor, NeighborReply, Shuffle, ShuffleReply
 from protocols.secure import KEY_ID_BYTES, key_id
-from protocols.wire import PEER, UInt, register
+from protocols.wire import PEER_ADDRESS, UInt, register
 
 MAGIC = b"SAT"
 PLAIN, SEALED = 1, 2
@@ -103,7 +103,9 @@ class Letter:
     sent_ms: int  # wall clock, milliseconds since the epoch
 
 
-register("letter", Letter, [("from", "sender", PEER), ("ms", "sent_ms", UInt((1 << 63) - 1))])
+register(
+    "letter", Letter, [("from", "sender", PEER_ADDRESS), ("ms", "sent_ms", UInt((1 << 63) - 1))]
+)
 
 
 def _datagram_key(key: bytes) -> ChaCha20Poly1305:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocols.wire import INCARNATION, PEER, Blob, Bool, Seq, Text, UInt, register
+from protocols.wire import INCARNATION, PEER_ADDRESS, Blob, Bool, Seq, Text, UInt, register
 
 PROTOCOL_VERSION = 1  # the client port's (ClientHello, Welcome)
 # The peer links' (Hello). 2: Plumtree's messages name their root (one tree per sender,
@@ -105,7 +105,7 @@ register(
     [
         ("v", "version", UInt(65535)),
         ("node", "node", NAME),
-        ("peer", "peer", PEER),
+        ("peer", "peer", PEER_ADDRESS),
         ("inc", "incarnation", INCARNATION),
     ],
 )
@@ -117,7 +117,7 @@ register("client_hello", ClientHello, [("v", "version", UInt(65535)), ("client",
 register(
     "welcome",
     Welcome,
-    [("v", "version", UInt(65535)), ("node", "node", NAME), ("peer", "peer", PEER)],
+    [("v", "version", UInt(65535)), ("node", "node", NAME), ("peer", "peer", PEER_ADDRESS)],
 )
 register("refused", Refused, [("reason", "reason", Text(1, 1000))])
 register("subscribe", Subscribe, [("names", "names", Seq(NAME, 256))])

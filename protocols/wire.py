@@ -136,6 +136,36 @@ class Text(Spec):
     dump = load
 
 
+def is_peer_address(text: str) -> bool:
+    """Whether ``text`` is HOST:PORT as a node dials it: a host of printable characters
+    without spaces, a colon, and a port of 1-65535 in decimal."""
+    host, colon, port = text.rpartition(":")
+    return (
+        bool(colon and host)
+        and host.isprintable()
+        and not any(c.isspace() for c in host)
+        and port.isdigit()
+        and port.isascii()
+        and 0 < int(port) < 65536
+        and len(port) <= 5
+    )
+
+
+class PeerAddress(Text):
+    """A peer address that a node dials or sends a datagram to (HOST:PORT): a peer's
+    Hello, a datagram's sender, the nodes of a join or a shuffle. Anything else there
+    once made a node's Membership fail on the send, its stored state or a shuffle
+    bringing the address back."""
+
+    def load(self, value: Any) -> str:
+        Text.load(self, value)
+        if not is_peer_address(value):
+            raise SchemaError(f"not a HOST:PORT peer address: {value[:80]!r}")
+        return value
+
+    dump = load
+
+
 class Blob(Spec):
     """``bytes`` of ``lo..hi`` bytes; ``hi=None`` leaves only the frame limit."""
 
@@ -222,8 +252,11 @@ TTL = UInt(255)
 ROUND = UInt(65535)
 MSG_ID = Blob(1, 64)
 PAYLOAD = Blob()
+# A tree's root names a node but is never dialled: checked for its length only (an IHAVE
+# carries up to 900, on the path every event takes).
 PEER = Text(1, 255)
-PEERS = Seq(PEER, 64)
+PEER_ADDRESS = PeerAddress(1, 255)  # what a node dials or sends a datagram to
+PEERS = Seq(PEER_ADDRESS, 64)
 IHAVE_ENTRIES = Seq(Fixed(MSG_ID, ROUND, PEER), 900)  # (id, round, root): fits MAX_FRAME
 
 
@@ -273,7 +306,7 @@ register("join", Join, [("inc", "incarnation", INCARNATION)])
 register(
     "forward_join",
     ForwardJoin,
-    [("joiner", "joiner", PEER), ("inc", "incarnation", INCARNATION), ("ttl", "ttl", TTL)],
+    [("joiner", "joiner", PEER_ADDRESS), ("inc", "incarnation", INCARNATION), ("ttl", "ttl", TTL)],
 )
 register(
     "neighbor", Neighbor, [("inc", "incarnation", INCARNATION), ("prio", "high_priority", Bool())]
@@ -289,7 +322,7 @@ register(
 register(
     "shuffle",
     Shuffle,
-    [("origin", "origin", PEER), ("ttl", "ttl", TTL), ("nodes", "nodes", PEERS)],
+    [("origin", "origin", PEER_ADDRESS), ("ttl", "ttl", TTL), ("nodes", "nodes", PEERS)],
 )
 register("shuffle_reply", ShuffleReply, [("nodes", "nodes", PEERS)])
 register(
@@ -678,6 +711,9 @@ __all__ = [
     "MSG_ID",
     "PAYLOAD",
     "PEER",
+    "PEER_ADDRESS",
+    "PeerAddress",
+    "is_peer_address",
     "PEERS",
     "IHAVE_ENTRIES",
     "register",

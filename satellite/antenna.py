@@ -50,6 +50,17 @@ MAX_BACKOFF = 5.0  # seconds between reconnection attempts, at most
 SEEN_IDS = 10_000  # event ids remembered to drop a second delivery (an hour at 3/s)
 
 
+def change_mark(stamp: Any) -> tuple[bytes, int] | None:
+    """``(b"t/<node>/<incarnation>", n)`` of a target-change event's id, or of a snapshot's
+    ``last_change``: a node numbers its changes in order; None for anything else."""
+    if isinstance(stamp, str):
+        stamp = stamp.encode()
+    if not isinstance(stamp, bytes) or not stamp.startswith(b"t/"):
+        return None
+    prefix, _, n = stamp.rpartition(b"/")
+    return (prefix, int(n)) if n.isdigit() and len(n) < 20 else None
+
+
 class AntennaError(Exception):
     """Base of the Antenna's errors."""
 
@@ -168,6 +179,11 @@ class Antenna:
         # Ids of the events lately dispatched: a node whose Gossip restarted delivers the
         # last ones again (its neighbours re-announce them), and a user sees each once.
         self._seen: OrderedDict[bytes, None] = OrderedDict()
+        # The attached node's last target change that our snapshot holds (its
+        # ``last_change``): a change event of its up to there came by another path than
+        # the snapshot, and later; it is dropped, or a stale value would fire again.
+        self._as_of: tuple[bytes, int] | None = None
+        self._deferred: list | None = None  # events read while a resync awaits its snapshot
 
     # -- connection -----------------------------------------------------------------------
 
@@ -422,16 +438,24 @@ class Antenna:
             return
         if type(frame) is not link.Delivery:
             return
+        if self._deferred is not None:
+            self._deferred.append(frame)  # after the snapshot, which may hold it already
+            return
         if frame.name != "data":
             if frame.id in self._seen:
                 return
             self._seen[frame.id] = None
             if len(self._seen) > SEEN_IDS:
                 self._seen.popitem(last=False)
+            if self._in_snapshot(change_mark(frame.id)):
+                return
         payload = msgpack.unpackb(frame.data, raw=False)
         self.delivery = frame  # which event the callbacks are running for
         if frame.name == "data":
-            self.data = Data(payload)
+            mark = change_mark(payload.get("last_change")) if isinstance(payload, dict) else None
+            if mark is not None and self._in_snapshot(mark) and mark != self._as_of:
+                return  # older than the snapshot we hold
+            self.data, self._as_of = Data(payload), mark or self._as_of
             self._fire("data", self.data, self.data)
             return
         if frame.id.startswith(b"t/"):
@@ -465,25 +489,38 @@ class Antenna:
                 # A user's bug must not kill the antenna: log it and go on.
                 logger.exception("Antenna callback {} failed on {!r}", callback, name)
 
+    def _in_snapshot(self, mark: tuple[bytes, int] | None) -> bool:
+        """Whether the change ``mark`` names is one our snapshot holds already."""
+        held = self._as_of
+        return mark is not None and held is not None and mark[0] == held[0] and mark[1] <= held[1]
+
     def _resync(self) -> None:
         """After (re)connecting: take the node's snapshot, and fire the callbacks of the
-        targets that changed while we were away."""
+        targets that changed while we were away. Events that come while we wait for it
+        are held until it is in: the snapshot's answer and the node's events take
+        different paths through it, and either may come first."""
         if not self.callbacks:
             return
         before = self.data
-        self.data = self.state()
-        if before is None:
-            return
-        old, new = before.get("targets", {}), self.data.get("targets", {})
-        for name, value in sorted(new.items()):
-            # Skip what an event already brought while we resubscribed.
-            changed = value != old.get(name) and value != self._fired.get(name)
-            if name in self.callbacks and changed:
-                self._fired[name] = value
-                self.delivery = link.Delivery(name, b"", self.node or "", b"t/resync")
-                self._fire(name, value, self.data)
-        if before != self.data:
-            self._fire("data", self.data, self.data)
+        self._deferred = []
+        try:
+            self.data = self.state()
+        finally:
+            deferred, self._deferred = self._deferred, None
+        self._as_of = change_mark(self.data.get("last_change"))
+        if before is not None:
+            old, new = before.get("targets", {}), self.data.get("targets", {})
+            for name, value in sorted(new.items()):
+                # Skip what an event already brought while we resubscribed.
+                changed = value != old.get(name) and value != self._fired.get(name)
+                if name in self.callbacks and changed:
+                    self._fired[name] = value
+                    self.delivery = link.Delivery(name, b"", self.node or "", b"t/resync")
+                    self._fire(name, value, self.data)
+            if before != self.data:
+                self._fire("data", self.data, self.data)
+        for frame in deferred:
+            self._dispatch(frame)
 
     def watch(self) -> None:
         """Receive and dispatch events until ``stop()``; reconnect when the node goes."""

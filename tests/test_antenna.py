@@ -266,3 +266,74 @@ def test_an_event_delivered_twice_reaches_the_callback_once() -> None:
     for frame in (first, first, other, first):
         antenna._dispatch(frame)
     assert got == ["open", "open"]  # two events with the same payload, each once
+
+
+class Resyncing(Antenna):
+    """An Antenna whose ``state()`` answers with ``snapshot`` after the node's events
+    ``meanwhile`` were read (they take another path through the node than the answer)."""
+
+    def __init__(self, snapshot: dict, meanwhile: list) -> None:
+        super().__init__("127.0.0.1", 1)
+        self.snapshot, self.meanwhile = snapshot, meanwhile
+
+    def state(self) -> Data:
+        for frame in self.meanwhile:
+            self._dispatch(frame)
+        return Data(self.snapshot)
+
+
+def change(value: str, stamp: bytes):
+    import msgpack
+
+    from protocols import link
+
+    return link.Delivery("lights", msgpack.packb(value), "writer", stamp)
+
+
+def reattached(snapshot: dict, meanwhile: list) -> tuple[Resyncing, list]:
+    """An Antenna that had lights "on" from its last node, as it attaches to the next."""
+    antenna = Resyncing(snapshot, meanwhile)
+    fired: list = []
+    antenna.on("lights")(fired.append)
+    antenna.data = Data({"targets": {"lights": "on"}})
+    antenna._fired["lights"] = "on"
+    return antenna, fired
+
+
+def test_a_change_that_overtakes_a_stale_snapshot_fires_once_and_the_stale_value_never():
+    # The node announced "off" (its change 8) after the snapshot (up to 7) was taken, and
+    # the event came first (what the failover test printed once, 2026-12-05: fired on,
+    # off, on).
+    antenna, fired = reattached(
+        {"targets": {"lights": "on"}, "last_change": "t/b/1a/7"}, [change("off", b"t/b/1a/8")]
+    )
+    antenna._resync()
+    assert fired == ["off"]
+    assert antenna.data.targets.lights == "off"
+
+
+def test_changes_the_snapshot_holds_do_not_fire_again_when_they_come_after_it():
+    antenna, fired = reattached({"targets": {"lights": "off"}, "last_change": "t/b/1a/8"}, [])
+    antenna._resync()
+    assert fired == ["off"]  # from the snapshot
+    antenna._dispatch(change("on", b"t/b/1a/7"))  # announced before, come late
+    antenna._dispatch(change("off", b"t/b/1a/8"))
+    assert fired == ["off"]
+    antenna._dispatch(change("on", b"t/b/1a/9"))  # a change after the snapshot
+    antenna._dispatch(change("dim", b"t/c/2b/3"))  # another node's numbering
+    assert fired == ["off", "on", "dim"]
+
+
+def test_an_older_data_event_does_not_replace_the_snapshot():
+    import msgpack
+
+    from protocols import link
+
+    antenna, _ = reattached({"targets": {"lights": "off"}, "last_change": "t/b/1a/8"}, [])
+    antenna._resync()
+    older = {"targets": {"lights": "on"}, "last_change": "t/b/1a/6"}
+    antenna._dispatch(link.Delivery("data", msgpack.packb(older), "b", b"b/6"))
+    assert antenna.data.targets.lights == "off"
+    newer = {"targets": {"lights": "dim"}, "last_change": "t/b/1a/10"}
+    antenna._dispatch(link.Delivery("data", msgpack.packb(newer), "b", b"b/10"))
+    assert antenna.data.targets.lights == "dim"

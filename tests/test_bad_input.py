@@ -17,6 +17,7 @@ import pytest
 from bench.cluster import Cluster, wait_for
 from protocols import link, wire
 from protocols.secure import Handshake, WrongKey
+from satellite import AntennaError
 
 KEY = os.urandom(32)
 
@@ -206,6 +207,17 @@ def test_bad_input_on_both_ports_closes_connections_and_hurts_nobody(office):
     )
     log = target.log.read_text()
     assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("bad", ["x:abc", "nocolon", "h:0", "h:65536", ":7400"])
+def test_a_join_or_block_of_what_is_not_host_port_is_refused_with_a_clear_error(office, bad):
+    # Membership would have dialled it, or sent it a datagram (which failed in the send).
+    node = office.nodes[0]
+    with node.antenna() as antenna:
+        for command in (antenna.join, antenna.block):
+            with pytest.raises(AntennaError, match="HOST:PORT"):
+                command(bad)
+        assert antenna.members()[0]["status"] == "self"  # and the node goes on
 
 
 def test_the_connection_limits_are_settings(tmp_path):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from actors.state import ANTI_ENTROPY
+from actors.state import ANTI_ENTROPY, known_peers
 from bench.cluster import (
     Cluster,
     Node,
@@ -357,3 +357,17 @@ def test_a_split_office_that_kept_writing_heals_to_one_state_losing_nothing(tmp_
     finally:
         for node in nodes:
             node.kill()
+
+
+def test_the_known_peers_are_the_other_entries_dialable_addresses():
+    entries = {
+        "me": {"peer": "10.0.0.1:7400"},
+        "b": {"peer": "10.0.0.2:7400", "client": "127.0.0.1:8000"},
+        "a": {"peer": "10.0.0.3:7400"},
+        "c": {"peer": "garbage"},  # a bad value from a peer is never dialled
+        "d": {"peer": 7400},
+        "e": "not an entry",
+        "f": {"client": "127.0.0.1:8000"},
+    }
+    assert known_peers(entries, "me") == ("10.0.0.2:7400", "10.0.0.3:7400")
+    assert known_peers({}, "me") == ()

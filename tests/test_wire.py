@@ -52,17 +52,22 @@ ttls = st.integers(0, 255)
 rounds = st.integers(0, 65535)
 ids = st.binary(min_size=1, max_size=64)
 payloads = st.binary(max_size=4096)
-peers = st.text(min_size=1, max_size=255)
-peer_tuples = st.lists(peers, max_size=64).map(tuple)
+peers = st.text(min_size=1, max_size=255)  # a tree's root: any name
+# What a node dials: HOST:PORT, the host any printable text without spaces.
+hosts = st.text(min_size=1, max_size=249).filter(
+    lambda h: h.isprintable() and not any(c.isspace() for c in h)
+)
+addresses = st.builds(lambda h, p: f"{h}:{p}", hosts, st.integers(1, 65535))
+peer_tuples = st.lists(addresses, max_size=64).map(tuple)
 entries = st.lists(st.tuples(ids, rounds, peers), max_size=200).map(tuple)
 
 MESSAGE_STRATEGIES = {
     Join: st.builds(Join, incarnations),
-    ForwardJoin: st.builds(ForwardJoin, peers, incarnations, ttls),
+    ForwardJoin: st.builds(ForwardJoin, addresses, incarnations, ttls),
     Neighbor: st.builds(Neighbor, incarnations, st.booleans()),
     NeighborReply: st.builds(NeighborReply, incarnations, st.booleans()),
     Disconnect: st.builds(Disconnect, incarnations, st.booleans()),
-    Shuffle: st.builds(Shuffle, peers, ttls, peer_tuples),
+    Shuffle: st.builds(Shuffle, addresses, ttls, peer_tuples),
     ShuffleReply: st.builds(ShuffleReply, peer_tuples),
     Gossip: st.builds(Gossip, ids, rounds, payloads, peers),
     IHave: st.builds(IHave, entries),
@@ -123,15 +128,15 @@ def test_wire_layout_is_pinned():
     # The format is shared between nodes of different versions: keep it from drifting.
     cases = [
         (Join(7), {"t": "join", "inc": 7}),
-        (ForwardJoin("a", 1, 2), {"t": "forward_join", "joiner": "a", "inc": 1, "ttl": 2}),
+        (ForwardJoin("a:1", 1, 2), {"t": "forward_join", "joiner": "a:1", "inc": 1, "ttl": 2}),
         (Neighbor(3, True), {"t": "neighbor", "inc": 3, "prio": True}),
         (NeighborReply(3, False), {"t": "neighbor_reply", "inc": 3, "accepted": False}),
         (Disconnect(4, False), {"t": "disconnect", "inc": 4, "alive": False}),
         (
-            Shuffle("o", 5, ("x", "y")),
-            {"t": "shuffle", "origin": "o", "ttl": 5, "nodes": ["x", "y"]},
+            Shuffle("o:1", 5, ("x:2", "y:3")),
+            {"t": "shuffle", "origin": "o:1", "ttl": 5, "nodes": ["x:2", "y:3"]},
         ),
-        (ShuffleReply(("z",)), {"t": "shuffle_reply", "nodes": ["z"]}),
+        (ShuffleReply(("z:4",)), {"t": "shuffle_reply", "nodes": ["z:4"]}),
         (
             Gossip(b"i", 6, b"p", "a:1"),
             {"t": "gossip", "id": b"i", "round": 6, "payload": b"p", "root": "a:1"},
@@ -152,11 +157,12 @@ def test_wire_layout_is_pinned():
 
 
 def test_boundaries_accepted():
-    longest_peer = "\U0001f600" * 255  # 4 UTF-8 bytes a char: the widest a peer can be
+    longest_peer = "\U0001f600" * 255  # 4 UTF-8 bytes a char: the widest a root can be
+    longest_address = "\U0001f600" * 249 + ":65535"  # and a peer address
     for message in [
         Join(2**63 - 1),
-        ForwardJoin(longest_peer, 0, 255),
-        Shuffle(longest_peer, 255, tuple(longest_peer for _ in range(64))),
+        ForwardJoin(longest_address, 0, 255),
+        Shuffle(longest_address, 255, tuple(longest_address for _ in range(64))),
         Gossip(b"x" * 64, 65535, b"", longest_peer),
         # The most entries, each with the longest id and root: still within MAX_FRAME.
         IHave(tuple((bytes([i % 256]) * 64, 65535, longest_peer) for i in range(900))),
@@ -346,7 +352,7 @@ def test_bad_frame_poisons_decoder_with_same_error_type():
 
 
 def test_truncated_frame():
-    framed = encode(ShuffleReply(("a", "b")))
+    framed = encode(ShuffleReply(("a:1", "b:2")))
     for cut in (0, 2, 4, len(framed) - 1):
         with pytest.raises(Truncated):
             decode_frame(framed[:cut])
@@ -394,15 +400,18 @@ def test_unknown_or_missing_tag(obj):
         {"t": "join", "inc": 1, "x": 1},  # extra
         {"t": "neighbor", "inc": 1, "prio": 1},  # int in a bool field
         {"t": "neighbor", "inc": 1, "prio": None},
-        {"t": "forward_join", "joiner": "a", "inc": 1, "ttl": -1},  # negative ttl
-        {"t": "forward_join", "joiner": "a", "inc": 1, "ttl": 256},
+        {"t": "forward_join", "joiner": "a:1", "inc": 1, "ttl": -1},  # negative ttl
+        {"t": "forward_join", "joiner": "a:1", "inc": 1, "ttl": 256},
         {"t": "forward_join", "joiner": "", "inc": 1, "ttl": 1},
-        {"t": "forward_join", "joiner": "a" * 256, "inc": 1, "ttl": 1},
-        {"t": "forward_join", "joiner": b"a", "inc": 1, "ttl": 1},
+        {"t": "forward_join", "joiner": "a" * 251 + ":7400", "inc": 1, "ttl": 1},
+        {"t": "forward_join", "joiner": b"a:1", "inc": 1, "ttl": 1},
         {"t": "forward_join", "joiner": 5, "inc": 1, "ttl": 1},
-        {"t": "shuffle", "origin": "o", "ttl": 1, "nodes": ["a"] * 65},
-        {"t": "shuffle", "origin": "o", "ttl": 1, "nodes": "ab"},
-        {"t": "shuffle", "origin": "o", "ttl": 1, "nodes": [1]},
+        {"t": "forward_join", "joiner": "a", "inc": 1, "ttl": 1},  # not HOST:PORT
+        {"t": "shuffle", "origin": "o:1", "ttl": 1, "nodes": ["a:1"] * 65},
+        {"t": "shuffle", "origin": "o:1", "ttl": 1, "nodes": "ab"},
+        {"t": "shuffle", "origin": "o:1", "ttl": 1, "nodes": [1]},
+        {"t": "shuffle", "origin": "o:1", "ttl": 1, "nodes": ["a:1", "10.0.0.1:99999"]},
+        {"t": "shuffle_reply", "nodes": ["garbage"]},
         {"t": "gossip", "id": b"x" * 65, "round": 0, "payload": b""},  # oversize id
         {"t": "gossip", "id": b"", "round": 0, "payload": b""},
         {"t": "gossip", "id": None, "round": 0, "payload": b""},  # only graft's id may be nil
@@ -432,10 +441,20 @@ def test_schema_errors(obj):
         Neighbor(1, 1),
         Disconnect(1, None),
         ForwardJoin(7, 1, 1),  # the simulator's int peers are not for the wire
-        ForwardJoin("a", 1, 256),
-        Shuffle("o", 1, ["a"]),  # a list would not round-trip to an equal message
-        Shuffle("o", 1, ("a",) * 65),
-        ShuffleReply(("\ud800",)),  # lone surrogate: not encodable as UTF-8
+        ForwardJoin("a:1", 1, 256),
+        Shuffle("o:1", 1, ["a:1"]),  # a list would not round-trip to an equal message
+        Shuffle("o:1", 1, ("a:1",) * 65),
+        Prune("\ud800"),  # lone surrogate: not encodable as UTF-8
+        # Not HOST:PORT: what a node would dial or send a datagram to.
+        ForwardJoin("a", 1, 1),
+        ShuffleReply(("garbage",)),
+        ShuffleReply(("h:0",)),
+        ShuffleReply(("h:65536",)),
+        ShuffleReply((":7400",)),
+        ShuffleReply(("h :7400",)),
+        ShuffleReply(("h:7400 ",)),
+        ShuffleReply(("h:\u0663",)),  # a digit, but not an ASCII one
+        Shuffle("o", 1, ("a:1",)),
         Gossip(b"", 0, b"", "a:1"),
         Gossip(bytearray(b"x"), 0, b"", "a:1"),
         Gossip(b"x", 0, b"", ""),  # every message names its root
