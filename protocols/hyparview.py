@@ -388,9 +388,15 @@ class HyParView:
 
     def _recall_known(self) -> None:
         # Only into free room: what a shuffle brought is fresher than what the state says.
-        for peer in self.known:
-            if len(self.passive_view) >= self.config.passive_size:
-                return
+        # A random sample of them: every node of a big office knows the same list, and
+        # its first entries would be everyone's first choice when alone.
+        room = self.config.passive_size - len(self.passive_view)
+        if room <= 0:
+            return
+        candidates = [
+            p for p in self.known if p not in self._passive_set and p not in self.active_view
+        ]
+        for peer in self._sample(candidates, room):
             self._add_passive(peer)
 
     # -- neighbor -------------------------------------------------------------------------

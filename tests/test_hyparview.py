@@ -809,8 +809,19 @@ def test_known_members_go_to_the_passive_view_only_into_free_room():
     node = make(active=[1], passive=[10, 11, 12, 13, 14])  # passive_size 6: room for one
     out = node.handle(T, KnownPeers((ME, 1, 20, 21, 20)))
     assert node.known == [1, 20, 21]  # not ourselves, once each
-    assert node.passive_view == [10, 11, 12, 13, 14, 20]  # no shuffled-in peer evicted
+    assert node.passive_view[:5] == [10, 11, 12, 13, 14]  # no shuffled-in peer evicted
+    assert node.passive_view[5] in (20, 21)  # for the one free place
     assert not sends(out)  # not alone: nothing asked
+
+
+def test_known_members_beyond_the_room_are_sampled_not_taken_from_the_top():
+    picks = set()
+    for seed in range(5):
+        node = make(seed=seed)  # passive_size 6
+        node.handle(T, KnownPeers(tuple(range(100, 200))))
+        assert len(node.passive_view) == 6 and set(node.passive_view) <= set(range(100, 200))
+        picks.add(tuple(sorted(node.passive_view)))
+    assert len(picks) > 1  # each node its own sample of the office
 
 
 def test_a_restarted_node_whose_seed_is_down_joins_through_the_known_members():
