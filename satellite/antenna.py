@@ -505,8 +505,13 @@ class Antenna:
         self._deferred = []
         try:
             self.data = self.state()
-        finally:
+        except BaseException:
+            # No snapshot to order them by: as they came (the next resync catches up).
             deferred, self._deferred = self._deferred, None
+            for frame in deferred:
+                self._dispatch(frame)
+            raise
+        deferred, self._deferred = self._deferred, None
         self._as_of = change_mark(self.data.get("last_change"))
         if before is not None:
             old, new = before.get("targets", {}), self.data.get("targets", {})

@@ -19,7 +19,7 @@ from bench.cluster import (
     wait_for,
     wait_whole,
 )
-from satellite import Antenna, Data, NodeUnreachable
+from satellite import Antenna, AntennaError, Data, NodeUnreachable
 from satellite.antenna import _arity, parse_node
 
 
@@ -337,3 +337,21 @@ def test_an_older_data_event_does_not_replace_the_snapshot():
     newer = {"targets": {"lights": "dim"}, "last_change": "t/b/1a/10"}
     antenna._dispatch(link.Delivery("data", msgpack.packb(newer), "b", b"b/10"))
     assert antenna.data.targets.lights == "dim"
+
+
+def test_events_held_for_a_snapshot_that_never_comes_are_still_delivered():
+    import msgpack
+
+    from protocols import link
+
+    class Failing(Resyncing):
+        def state(self) -> Data:
+            super().state()
+            raise AntennaError("the node went away")
+
+    antenna = Failing({}, [link.Delivery("door", msgpack.packb("open"), "desk", b"\x01" * 16)])
+    got: list = []
+    antenna.on("door")(got.append)
+    with pytest.raises(AntennaError):
+        antenna._resync()
+    assert got == ["open"]
