@@ -422,12 +422,17 @@ def running_cluster(tmp: Path, count: int, prefix: str, whole: bool = True) -> I
 # --- reading a node through its client port ---------------------------------------------------
 
 
-def views(nodes: list[Node]) -> dict[str, list[str]]:
+def hyparview_of(nodes: list[Node]) -> dict[str, dict]:
+    """Each node's HyParView state (peer, views, lost peers), by its peer address."""
     out = {}
     for node in nodes:
         with node.antenna() as antenna:
-            out[node.peer] = antenna.topology()["hyparview"]["active_view"]
+            out[node.peer] = antenna.topology()["hyparview"]
     return out
+
+
+def views(nodes: list[Node]) -> dict[str, list[str]]:
+    return {peer: hv["active_view"] for peer, hv in hyparview_of(nodes).items()}
 
 
 def connected(views: dict[str, Iterable[str]]) -> bool:

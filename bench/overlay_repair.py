@@ -26,20 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.cluster import (  # noqa: E402
     Node,
+    hyparview_of,
     overlay_report,
     run_script,
     running_cluster,
     views,
     wait_for,
 )
-
-
-def hyparview_of(nodes: list[Node]) -> dict[str, dict]:
-    out = {}
-    for node in nodes:
-        with node.antenna() as antenna:
-            out[node.peer] = antenna.topology()["hyparview"]
-    return out
 
 
 def neighbours(node: Node) -> set[str]:

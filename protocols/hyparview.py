@@ -530,13 +530,19 @@ class HyParView:
         self._asked_alone.add(just_failed)  # it has just failed: the reconnect tick retries it
         if any(not p.join for p in self._pending.values()):
             return  # a passive peer or a lost one is being asked
-        candidates = [
-            p for p in self.failed if p not in self._pending and p not in self._asked_alone
-        ]
-        if candidates:
-            peer = candidates[self.rng.randrange(len(candidates))]
+        peer = self._request_lost_peer(out, skip=self._asked_alone)
+        if peer is not None:
             self._asked_alone.add(peer)
-            self._request_neighbor(peer, out, high=True, reconnect=True)
+
+    def _request_lost_peer(self, out: list, skip: set | frozenset = frozenset()) -> Peer | None:
+        """Ask one lost peer, at random, not already asked nor in ``skip``, to link again
+        (high priority: a reconnect); the one asked, or None."""
+        candidates = [p for p in self.failed if p not in self._pending and p not in skip]
+        if not candidates:
+            return None
+        peer = candidates[self.rng.randrange(len(candidates))]
+        self._request_neighbor(peer, out, high=True, reconnect=True)
+        return peer
 
     def _remember_failed(self, now: float, peer: Peer) -> None:
         self.failed.pop(peer, None)
@@ -653,10 +659,7 @@ class HyParView:
         for peer, since in list(self.failed.items()):
             if since < horizon or peer in self.active_view:
                 del self.failed[peer]
-        candidates = [p for p in self.failed if p not in self._pending]
-        if candidates:
-            peer = candidates[self.rng.randrange(len(candidates))]
-            self._request_neighbor(peer, out, high=True, reconnect=True)
+        self._request_lost_peer(out)
 
 
 _DISPATCH = {

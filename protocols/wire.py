@@ -146,16 +146,16 @@ def is_peer_address(text: str) -> bool:
         and not any(c.isspace() for c in host)
         and port.isdigit()
         and port.isascii()
-        and 0 < int(port) < 65536
         and len(port) <= 5
+        and 0 < int(port) < 65536
     )
 
 
 class PeerAddress(Text):
     """A peer address that a node dials or sends a datagram to (HOST:PORT): a peer's
     Hello, a datagram's sender, the nodes of a join or a shuffle. Anything else there
-    once made a node's Membership fail on the send, its stored state or a shuffle
-    bringing the address back."""
+    would make a node's Membership fail on the send (found by reading the code), and a
+    shuffle or the stored state could bring the address back."""
 
     def load(self, value: Any) -> str:
         Text.load(self, value)

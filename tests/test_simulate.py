@@ -187,45 +187,61 @@ def test_time_to_all_reads_percentiles_as_the_benchmarks_do() -> None:
     assert simulate._time_to_all([]) == {}
 
 
-def small_office_heal_time(seed: int, known: bool = True) -> float | None:
-    """Simulated seconds until a small office (2-6 nodes, all joined through node 0, as
-    an office configures one seed) is one whole, symmetric overlay again after six
-    random faults a few seconds apart: a node crashes (never the last two), a crashed
-    one restarts (with the members its stored state lists, when ``known``), or a node's
-    connections restart. None if not within two minutes."""
-    rng = random.Random(seed)
-    n = 2 + seed % 5
+def joined_through_node_0(
+    seed: int, n: int, rng: random.Random, spacing: float, settle: float, known: bool
+) -> tuple[simulate.Simulation, dict]:
+    """An office of ``n`` nodes that joined through node 0 (as an office configures one
+    seed), ``spacing`` seconds apart at most, then ``settle`` seconds alone; with
+    ``known``, each node then has the others from its State (which tells its
+    Membership within a minute: actors/state.py). Also each node's others."""
     office = simulate.Simulation(n, seed=seed)
     office.start(0, None)
     for node in range(1, n):
-        office.run_until(office.now + rng.random())
+        office.run_until(office.now + spacing * rng.random())
         office.start(node, 0)
-    office.run_until(office.now + 20)
-    members = range(n)
-    if known:  # each State tells its Membership within a minute (actors/state.py)
-        for node in members:
-            others = tuple(m for m in members if m != node)
-            office.apply(node, office.stacks[node].handle(office.now, KnownPeers(others)))
+    office.run_until(office.now + settle)
+    others = {node: tuple(m for m in range(n) if m != node) for node in range(n)}
+    if known:
+        for node in range(n):
+            office.apply(node, office.stacks[node].handle(office.now, KnownPeers(others[node])))
+    return office, others
+
+
+def whole_again(office: simulate.Simulation, limit: float, nobody_alone: bool) -> float | None:
+    """Simulated seconds until the overlay is whole and symmetric (and, with
+    ``nobody_alone``, no node is without a link); None if not within ``limit``."""
+    start = office.now
+    while office.now - start < limit:
+        office.run_until(office.now + 0.25)
+        overlay = office.overlay()
+        if overlay["connected"] and overlay["symmetric"]:
+            if not (nobody_alone and overlay["empty_active_views"]):
+                return office.now - start
+    return None
+
+
+def small_office_heal_time(seed: int, known: bool = True) -> float | None:
+    """Simulated seconds until a small office (2-6 nodes, all joined through node 0) is
+    one whole, symmetric overlay again after six random faults a few seconds apart: a
+    node crashes (never the last two), a crashed one restarts (with the members its
+    stored state lists, when ``known``), or a node's connections restart. None if not
+    within two minutes."""
+    rng = random.Random(seed)
+    n = 2 + seed % 5
+    office, others = joined_through_node_0(seed, n, rng, 1.0, 20, known)
     for _ in range(6):
         live = office.live()
-        down = [m for m in members if m not in live]
+        down = [m for m in range(n) if m not in live]
         fault = rng.choice(["crash", "restart", "links", "none"])
         if fault == "crash" and len(live) > 2:
             office.crash(rng.choice(live))
         elif fault == "restart" and down:
             node = rng.choice(down)
-            others = tuple(m for m in members if m != node) if known else ()
-            office.start(node, 0 if node != 0 else None, known=others)
+            office.start(node, 0 if node != 0 else None, known=others[node] if known else ())
         elif fault == "links":
             office.restart_links(rng.choice(live))
         office.run_until(office.now + rng.choice([0.05, 0.3, 1, 3, 12]))
-    start = office.now
-    while office.now - start < 120:
-        office.run_until(office.now + 0.25)
-        overlay = office.overlay()
-        if overlay["connected"] and overlay["symmetric"]:
-            return office.now - start
-    return None
+    return whole_again(office, 120, nobody_alone=False)
 
 
 def test_a_small_office_is_whole_again_within_seconds_of_any_faults() -> None:
@@ -248,16 +264,7 @@ def restarted_while_the_seed_is_down(seed: int, known: bool = True) -> float | N
     and symmetric with no node alone (None: not within five minutes)."""
     rng = random.Random(seed)
     n = 50
-    office = simulate.Simulation(n, seed=seed)
-    office.start(0, None)
-    for node in range(1, n):
-        office.run_until(office.now + 0.2 * rng.random())
-        office.start(node, 0)
-    office.run_until(office.now + 30)
-    others = {node: tuple(m for m in range(n) if m != node) for node in range(n)}
-    if known:  # each State tells its Membership within a minute (actors/state.py)
-        for node in range(n):
-            office.apply(node, office.stacks[node].handle(office.now, KnownPeers(others[node])))
+    office, others = joined_through_node_0(seed, n, rng, 0.2, 30, known)
     office.crash(0)
     down = rng.sample(range(1, n), 10)
     for node in down:
@@ -265,13 +272,7 @@ def restarted_while_the_seed_is_down(seed: int, known: bool = True) -> float | N
     office.run_until(office.now + 5)
     for node in down:
         office.start(node, 0, known=others[node] if known else ())
-    start = office.now
-    while office.now - start < 300:
-        office.run_until(office.now + 0.25)
-        overlay = office.overlay()
-        if overlay["connected"] and overlay["symmetric"] and not overlay["empty_active_views"]:
-            return office.now - start
-    return None
+    return whole_again(office, 300, nobody_alone=True)
 
 
 def test_nodes_restarted_while_the_seed_is_down_are_back_at_once_in_a_bigger_office() -> None:
