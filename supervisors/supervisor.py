@@ -438,6 +438,8 @@ class Supervisor(SatelliteActor):
         self.sups[""] = self.root
         self.topology_waits: dict[Any, dict] = {}
         self.queries = 0  # numbers our own topology queries to child supervisors
+        # How long a topology answer waits for children that do not answer (hung).
+        self.topology_timeout = float(args.get("topology_timeout", 1.0))
         self.shutdown_to: Any = None
         self.launcher_pid = args.get("launcher_pid")
         if args.get("name"):
@@ -472,6 +474,7 @@ class Supervisor(SatelliteActor):
                 for sup in list(self.sups.values()):
                     sup.apply(sup.core.exited(now, handle))
             forget_child_address(self, msg.childAddress)
+            self.topology_gone(handle)
         elif isinstance(msg, ExitingNormally):
             sup = self.owners.get(str(sender))
             if sup is not None:
@@ -527,6 +530,11 @@ class Supervisor(SatelliteActor):
         children go at once. Thespian would otherwise hold our exit until each child
         confirmed its own, and a child caught half-way through its start never does."""
         self.root.kill_all()
+        # A child restarted just before the stop has no pid here until its Started
+        # arrives, and would hold our exit (and Thespian's admin) for good: every
+        # process we forked goes.
+        for child in psutil.Process().children():
+            kill(child.pid)
 
     # -- the launcher watch ---------------------------------------------------------------
 
@@ -600,7 +608,7 @@ class Supervisor(SatelliteActor):
             "tree": me,
             "waiting": waiting,
         }
-        self.wakeupAfter(timedelta(seconds=1), payload=("topology", key))
+        self.wakeupAfter(timedelta(seconds=self.topology_timeout), payload=("topology", key))
 
     def ask_children(self, key: int, sup: Sup, rows: list[dict], waiting: dict) -> None:
         """Ask each actor in ``rows`` (``sup``'s) how busy it is, a child supervisor for its
@@ -640,6 +648,17 @@ class Supervisor(SatelliteActor):
             row["messages"] = msg.messages
         if not entry["waiting"]:
             self.finish_topology(key)
+
+    def topology_gone(self, handle: str) -> None:
+        """A child exited while a topology query waited for it (a connection worker
+        closing, say): it will never answer, so the query stops waiting for it."""
+        for key, entry in list(self.topology_waits.items()):
+            waiting = entry["waiting"]
+            for token, row in list(waiting.items()):
+                if row["handle"] == handle:
+                    del waiting[token]
+            if not waiting:
+                self.finish_topology(key)
 
     def finish_topology(self, key: Any) -> None:
         entry = self.topology_waits.pop(key, None)

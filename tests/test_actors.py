@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import psutil
 
@@ -212,6 +214,62 @@ HOSTED_SCRIPT = textwrap.dedent(
 )
 
 
+HUNG_SCRIPT = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    import psutil
+    from thespian.actors import ActorSystem
+    from actors.base import Init, loopback_only
+    from actors.overlay import Answer, Query
+    from supervisors.supervisor import Supervisor
+    from supervisors.tree import supervisor, worker
+
+    loopback_only()
+    system = ActorSystem("multiprocTCPBase", {"Admin Port": int(sys.argv[1])},
+                         logDefs={"version": 1, "root": {"level": "CRITICAL", "handlers": []}})
+    out = {}
+    try:
+        flags = {"strategy": "one_for_one", "intensity": 3, "period": 30.0}
+        spec = supervisor("sup", flags, [worker("hung", "tests.crashy.Crashy", {"hang_on_usr2": 1}),
+                                         worker("fine", "tests.crashy.Crashy")])
+        top = system.createActor(Supervisor)
+        # A hung child is waited for this long: longer than the test waits.
+        args = dict(spec["args"], child_id="sup", topology_timeout=600)
+        sup_pid = system.ask(top, Init("t", "Supervisor:sup", args, {}), 10).pid
+        deadline = time.monotonic() + 10
+        while True:
+            rows = {r["id"]: r for r in system.ask(top, Query("topology", 1), 5).body["children"]}
+            if all(r["pid"] for r in rows.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        pid = rows["hung"]["pid"]
+        # A hung child answers nothing: the topology waits for it ...
+        os.kill(pid, signal.SIGUSR2)
+        system.tell(top, Query("topology", 2))
+        out["while_hung"] = system.listen(1) is not None
+        # ... until it exits: its exit notice ends the wait (it will never answer),
+        # not the timeout.
+        os.kill(pid, signal.SIGKILL)
+        answer = None
+        deadline = time.monotonic() + 20
+        while answer is None and time.monotonic() < deadline:
+            got = system.listen(1)
+            if isinstance(got, Answer) and got.token == 2:
+                answer = got
+        out["answered"] = answer is not None
+        if answer is not None:
+            out["messages"] = {r["id"]: r["messages"] for r in answer.body["children"]}
+        # Stopped at once, while the killed child restarts: every process goes.
+        sup = psutil.Process(sup_pid)
+        with open(sys.argv[2], "w") as f:  # (read even if the stop hangs)
+            json.dump([sup_pid, sup.ppid()] + [c.pid for c in sup.children()], f)
+    finally:
+        system.shutdown()
+    print(json.dumps(out))
+    """
+)
+
+
 def run(script: str, stderr: list | None = None) -> dict:
     import json
 
@@ -292,6 +350,55 @@ def test_a_hosted_supervisor_costs_no_process_and_supervises_like_any_other():
     assert out["workers_after_restart"] == 0
     # Only the new incarnation's request was served.
     assert out["final"] == 1
+
+
+def test_a_child_exiting_ends_a_topology_wait_and_a_stop_while_it_restarts_leaves_nothing(
+    tmp_path,
+):
+    import json
+
+    pids_file = tmp_path / "pids.json"
+    port = free_port_block(1) + 20000
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", HUNG_SCRIPT, str(port), str(pids_file)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        pids = json.loads(pids_file.read_text()) if pids_file.exists() else []
+        stopped = _wait_gone(pids)
+        for pid in pids:  # (so that a failure leaves nothing either)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["while_hung"] is False  # it did wait for the hung child
+    assert out["answered"], "the answer waited for the timeout, not the exit"
+    # The child that answered is counted; the one that exited has no count.
+    assert out["messages"]["hung"] is None
+    assert isinstance(out["messages"]["fine"], int)
+    # The supervisor, its children (the restarted one among them) and Thespian's admin.
+    assert len(pids) >= 3
+    assert stopped, "processes outlived the actor system's shutdown"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(pids: list, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_a_childs_exit_notice_does_not_swallow_another_dead_childs():
