@@ -4,14 +4,12 @@ causal context of every dot ever seen."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from protocols.clocks import Dot, DotContext, VersionVector, expect_list
 
-V = TypeVar("V")
 
-
-def join_entries(
+def join_entries[V](
     left: Mapping[Dot, V], left_ctx: DotContext, right: Mapping[Dot, V], right_ctx: DotContext
 ) -> dict[Dot, V]:
     """Causal join: a dot survives if both sides hold it, or if the side lacking it has
