@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                         "copies": fork_copies(processes) if args.copies else [],
                     }
                 )
+                # As it goes (the summary comes at the end, hours later): to stderr.
+                print(f"node_memory.py: {reading(later[-1])}", file=sys.stderr, flush=True)
     finally:
         cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -197,9 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if kept is not None:
         print_connections(kept)
     for m in later:
-        whole = "" if m["alone"] is None else f", alone {m['alone'] / MIB:.1f} MiB"
-        pss = f"PSS {m['pss'] / MIB:.1f} MiB"
-        print(f"  after {m['after_s']:>5} s: {m['links']} peer links, {pss}{whole}")
+        print(f"  {reading(m)}")
     if later:
         # Which processes grew: the same role's USS at the start and at the end (a
         # replaced link's worker is a new process, counted by role all the same).
@@ -231,6 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         ]
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
+
+
+def reading(m: dict) -> str:
+    """One ``--over`` reading in a line."""
+    whole = "" if m["alone"] is None else f", alone {m['alone'] / MIB:.1f} MiB"
+    pss = f"PSS {m['pss'] / MIB:.1f} MiB"
+    return f"after {m['after_s']:>5} s: {m['links']} peer links, {pss}{whole}"
 
 
 def burst(antenna: Antenna, rate: int, seconds: float) -> None:
