@@ -7,7 +7,6 @@ be older. The module needs nothing beyond the standard library."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import subprocess
@@ -17,6 +16,7 @@ import textwrap
 import pytest
 
 from bench.cluster import ROOT
+from tests.pythons import installed
 
 # In the child: objects made before ``immortalize`` and after it, each a bytes object
 # larger than a page, so that its header (its reference count) sits on a page of its
@@ -85,11 +85,7 @@ SCRIPT = textwrap.dedent(
 def interpreters() -> list[str]:
     """This Python and every other CPython 3.11+ on the machine (pyenv's, Debian's)."""
     found = {os.path.realpath(sys.executable): sys.executable}
-    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    for path in sorted(
-        glob.glob(os.path.join(root, "versions", "3.1[1-9]*", "bin", "python3"))
-        + glob.glob("/usr/bin/python3.1[1-9]")
-    ):
+    for path in installed("3.1[1-9]"):
         found.setdefault(os.path.realpath(path), path)
     return list(found.values())
 

@@ -4,7 +4,6 @@ Every test stops what it started, by process id, and checks that nothing is left
 
 from __future__ import annotations
 
-import glob
 import os
 import signal
 import subprocess
@@ -30,6 +29,7 @@ from bench.cluster import (
     wait_whole,
 )
 from bench.compare import pss_bytes
+from tests.pythons import installed
 
 
 class Listeners:
@@ -376,8 +376,7 @@ def test_a_node_runs_no_thespian_logger_and_loads_no_asyncio(lone):
 
 def test_run_node_under_python_3_11_says_in_one_line_that_it_needs_3_12() -> None:
     # Issue 8: under 3.11 a node cannot meet its memory budget (README, Memory).
-    older = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.11*/bin/python3")))
-    older += [p for p in ("/usr/bin/python3.11",) if os.path.exists(p)]
+    older = installed("3.11")
     if not older:
         pytest.skip("no Python 3.11 on this machine")
     result = subprocess.run(
