@@ -1,4 +1,5 @@
-"""CPython interpreters installed on this machine besides the one running the tests."""
+"""The CPython interpreters installed on this machine, pyenv's and Debian's (for tests
+that run the project under other versions than their own)."""
 
 from __future__ import annotations
 
